@@ -1,0 +1,249 @@
+//! One header type for both NIfTI versions, and the voxel-to-world rules of the standard.
+
+use crate::error::NiftiError;
+use glandseg_core::Geometry;
+use serde::Serialize;
+use std::path::Path;
+
+/// Which of the header's transforms placed the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransformSource {
+    Sform,
+    Qform,
+    /// Neither code set: NIfTI-1 "method 1", `diag(pixdim)` with no offset.
+    Pixdim,
+}
+
+/// What glandseg read from a header (both versions), for `glandseg info` and the tests.
+#[derive(Clone, Debug, Serialize)]
+pub struct NiftiHeaderInfo {
+    pub version: u8,
+    pub big_endian: bool,
+    pub datatype_code: i16,
+    pub datatype: &'static str,
+    pub bitpix: i16,
+    /// `dim[0..8]` as stored.
+    pub dim: [i64; 8],
+    pub pixdim: [f64; 8],
+    pub vox_offset: u64,
+    pub scl_slope: f64,
+    pub scl_inter: f64,
+    pub qform_code: i32,
+    pub sform_code: i32,
+    pub quatern_bcd: [f64; 3],
+    pub qoffset: [f64; 3],
+    pub srow: [[f64; 4]; 3],
+    pub xyzt_units: i32,
+    pub intent_code: i32,
+    pub descrip: String,
+    pub transform: TransformSource,
+    /// Voxel-to-world matrix in RAS, as nibabel's `img.affine`.
+    pub affine_ras: [[f64; 4]; 4],
+}
+
+impl NiftiHeaderInfo {
+    /// Spatial shape `(nx, ny, nz)`; missing axes are 1.
+    pub fn spatial_shape(&self) -> [usize; 3] {
+        let nd = self.dim[0].clamp(0, 7) as usize;
+        let mut s = [1usize; 3];
+        for (a, v) in s.iter_mut().enumerate() {
+            if a < nd {
+                *v = self.dim[a + 1].max(0) as usize;
+            }
+        }
+        s
+    }
+
+    /// Number of 3D volumes (product of dims 4..7).
+    pub fn num_volumes(&self) -> usize {
+        let nd = self.dim[0].clamp(0, 7) as usize;
+        (4..=nd).map(|a| self.dim[a].max(1) as usize).product()
+    }
+
+    /// The scaling nibabel applies: slope 0 or non-finite means "no scaling".
+    pub fn effective_scaling(&self) -> (f64, f64) {
+        if self.scl_slope == 0.0 || !self.scl_slope.is_finite() {
+            (1.0, 0.0)
+        } else {
+            let inter = if self.scl_inter.is_finite() {
+                self.scl_inter
+            } else {
+                0.0
+            };
+            (self.scl_slope, inter)
+        }
+    }
+
+    /// The image's geometry in LPS.
+    pub fn geometry(&self, path: &Path) -> Result<Geometry, NiftiError> {
+        let mut lps = self.affine_ras;
+        for c in 0..4 {
+            lps[0][c] = -lps[0][c];
+            lps[1][c] = -lps[1][c];
+        }
+        Geometry::from_affine(self.spatial_shape(), &lps).map_err(|e| {
+            NiftiError::invalid(
+                path,
+                format!(
+                    "the {} transform is unusable: {e}",
+                    match self.transform {
+                        TransformSource::Sform => "sform (srow_x/y/z)",
+                        TransformSource::Qform => "qform (quatern_b/c/d, pixdim)",
+                        TransformSource::Pixdim => "pixdim",
+                    }
+                ),
+            )
+        })
+    }
+}
+
+pub(crate) fn datatype_name(code: i16) -> Option<(&'static str, i16)> {
+    Some(match code {
+        2 => ("uint8", 8),
+        4 => ("int16", 16),
+        8 => ("int32", 32),
+        16 => ("float32", 32),
+        64 => ("float64", 64),
+        256 => ("int8", 8),
+        512 => ("uint16", 16),
+        768 => ("uint32", 32),
+        _ => return None,
+    })
+}
+
+/// Picks the transform as the standard says (sform if `sform_code > 0`, else qform if
+/// `qform_code > 0`, else `diag(pixdim)`), and returns it as a RAS matrix.
+///
+/// The pixdim-only case follows the NIfTI-1 standard's "method 1" (`x = pixdim[1] * i`,
+/// no offset), as `shared/LABELS.md` asks. nibabel differs here: it centres the image
+/// and flips x (the Analyze convention). No file in the test data relies on this case.
+pub(crate) fn choose_affine(h: &mut NiftiHeaderInfo) {
+    if h.sform_code > 0 {
+        h.transform = TransformSource::Sform;
+        for r in 0..3 {
+            h.affine_ras[r] = h.srow[r];
+        }
+    } else if h.qform_code > 0 {
+        h.transform = TransformSource::Qform;
+        h.affine_ras = qform_affine(h.quatern_bcd, h.qoffset, &h.pixdim, h.version == 1);
+    } else {
+        h.transform = TransformSource::Pixdim;
+        h.affine_ras = [[0.0; 4]; 4];
+        for a in 0..3 {
+            h.affine_ras[a][a] = h.pixdim[a + 1];
+        }
+    }
+    h.affine_ras[3] = [0.0, 0.0, 0.0, 1.0];
+}
+
+/// The qform matrix of the NIfTI-1 standard (`nifti_quatern_to_mat44`).
+///
+/// `single_precision`: NIfTI-1 stores the quaternion as float32 and nibabel computes
+/// `1 - b² - c² - d²` in float32 too, which decides whether `a` is exactly 0 for a
+/// near-180° rotation; doing the same keeps our qform identical to nibabel's.
+pub(crate) fn qform_affine(
+    bcd: [f64; 3],
+    offset: [f64; 3],
+    pixdim: &[f64; 8],
+    single_precision: bool,
+) -> [[f64; 4]; 4] {
+    let [mut b, mut c, mut d] = bcd;
+    // As nibabel does (`quaternions.fillpositive`): a = sqrt(1 - b² - c² - d²), clamped at
+    // 0, with b, c, d renormalised only when rounding made them longer than 1. (The NIfTI
+    // C library uses a 1e-7 threshold instead; the two differ only for ~180° rotations.)
+    let w2 = if single_precision {
+        let (bf, cf, df) = (b as f32, c as f32, d as f32);
+        (1.0f32 - (bf * bf + cf * cf + df * df)) as f64
+    } else {
+        1.0 - (b * b + c * c + d * d)
+    };
+    let a = if w2 > 0.0 {
+        if single_precision {
+            (w2 as f32).sqrt() as f64
+        } else {
+            w2.sqrt()
+        }
+    } else {
+        let n = 1.0 / (b * b + c * c + d * d).sqrt();
+        b *= n;
+        c *= n;
+        d *= n;
+        0.0
+    };
+    let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
+    let (dx, dy, dz) = (pixdim[1], pixdim[2], pixdim[3] * qfac);
+    let r = [
+        [
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c - a * d),
+            2.0 * (b * d + a * c),
+        ],
+        [
+            2.0 * (b * c + a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d - a * b),
+        ],
+        [
+            2.0 * (b * d - a * c),
+            2.0 * (c * d + a * b),
+            a * a + d * d - c * c - b * b,
+        ],
+    ];
+    let mut m = [[0.0; 4]; 4];
+    for row in 0..3 {
+        m[row][0] = r[row][0] * dx;
+        m[row][1] = r[row][1] * dy;
+        m[row][2] = r[row][2] * dz;
+        m[row][3] = offset[row];
+    }
+    m[3][3] = 1.0;
+    m
+}
+
+/// Rotation (columns unit, RAS) -> quaternion `(b, c, d)` and qfac, as
+/// `nifti_mat44_to_quatern` does: a left-handed matrix gets qfac -1 and its third column
+/// negated before conversion.
+pub(crate) fn rotation_to_quatern(mut r: [[f64; 3]; 3]) -> ([f64; 3], f64) {
+    let det = r[0][0] * (r[1][1] * r[2][2] - r[1][2] * r[2][1])
+        - r[0][1] * (r[1][0] * r[2][2] - r[1][2] * r[2][0])
+        + r[0][2] * (r[1][0] * r[2][1] - r[1][1] * r[2][0]);
+    let qfac = if det < 0.0 {
+        for row in r.iter_mut() {
+            row[2] = -row[2];
+        }
+        -1.0
+    } else {
+        1.0
+    };
+    let trace = r[0][0] + r[1][1] + r[2][2] + 1.0;
+    let (a, b, c, d);
+    if trace > 0.5 {
+        a = 0.5 * trace.sqrt();
+        b = 0.25 * (r[2][1] - r[1][2]) / a;
+        c = 0.25 * (r[0][2] - r[2][0]) / a;
+        d = 0.25 * (r[1][0] - r[0][1]) / a;
+    } else {
+        let xd = 1.0 + r[0][0] - (r[1][1] + r[2][2]);
+        let yd = 1.0 + r[1][1] - (r[0][0] + r[2][2]);
+        let zd = 1.0 + r[2][2] - (r[0][0] + r[1][1]);
+        if xd > 1.0 {
+            b = 0.5 * xd.sqrt();
+            c = 0.25 * (r[0][1] + r[1][0]) / b;
+            d = 0.25 * (r[0][2] + r[2][0]) / b;
+            a = 0.25 * (r[2][1] - r[1][2]) / b;
+        } else if yd > 1.0 {
+            c = 0.5 * yd.sqrt();
+            b = 0.25 * (r[0][1] + r[1][0]) / c;
+            d = 0.25 * (r[1][2] + r[2][1]) / c;
+            a = 0.25 * (r[0][2] - r[2][0]) / c;
+        } else {
+            d = 0.5 * zd.sqrt();
+            b = 0.25 * (r[0][2] + r[2][0]) / d;
+            c = 0.25 * (r[1][2] + r[2][1]) / d;
+            a = 0.25 * (r[1][0] - r[0][1]) / d;
+        }
+    }
+    let s = if a < 0.0 { -1.0 } else { 1.0 };
+    ([s * b, s * c, s * d], qfac)
+}
