@@ -54,7 +54,10 @@ impl Geometry {
     /// spacing, finite origin, an orthonormal direction matrix and no empty axis.
     pub fn validate(&self) -> Result<()> {
         if self.shape.contains(&0) {
-            return Err(Error::Geometry(format!("empty axis in shape {:?}", self.shape)));
+            return Err(Error::Geometry(format!(
+                "empty axis in shape {:?}",
+                self.shape
+            )));
         }
         if !self.spacing.iter().all(|s| s.is_finite() && *s > 0.0) {
             return Err(Error::Geometry(format!(
@@ -63,7 +66,10 @@ impl Geometry {
             )));
         }
         if !self.origin.iter().all(|o| o.is_finite()) {
-            return Err(Error::Geometry(format!("origin not finite: {:?}", self.origin)));
+            return Err(Error::Geometry(format!(
+                "origin not finite: {:?}",
+                self.origin
+            )));
         }
         let d = &self.direction;
         for a in 0..3 {
@@ -109,7 +115,11 @@ impl Geometry {
     /// World LPS mm -> continuous voxel index `(i, j, k)`. The direction matrix is
     /// orthonormal, so its inverse is its transpose.
     pub fn world_to_index(&self, p: Vec3) -> Vec3 {
-        let d = [p[0] - self.origin[0], p[1] - self.origin[1], p[2] - self.origin[2]];
+        let d = [
+            p[0] - self.origin[0],
+            p[1] - self.origin[1],
+            p[2] - self.origin[2],
+        ];
         let mut ijk = [0.0; 3];
         for c in 0..3 {
             let proj: f64 = (0..3).map(|r| self.direction[r][c] * d[r]).sum();
@@ -200,18 +210,16 @@ impl Geometry {
                 )));
             }
         }
-        Ok(self.region([lo[0] as isize, lo[1] as isize, lo[2] as isize], [
-            hi[0] - lo[0],
-            hi[1] - lo[1],
-            hi[2] - lo[2],
-        ]))
+        Ok(self.region(
+            [lo[0] as isize, lo[1] as isize, lo[2] as isize],
+            [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]],
+        ))
     }
 
     /// The grid of a block of `size` voxels starting at voxel `start` (which may be
     /// negative or reach past the end: padding). Same spacing and direction.
     pub fn region(&self, start: [isize; 3], size: [usize; 3]) -> Geometry {
-        let origin =
-            self.index_to_world([start[0] as f64, start[1] as f64, start[2] as f64]);
+        let origin = self.index_to_world([start[0] as f64, start[1] as f64, start[2] as f64]);
         Geometry {
             shape: size,
             spacing: self.spacing,
@@ -225,8 +233,8 @@ impl Geometry {
     pub fn with_spacing(&self, spacing: Vec3) -> Geometry {
         let mut shape = [0; 3];
         for a in 0..3 {
-            shape[a] = ((self.shape[a] as f64 * self.spacing[a] / spacing[a]).round() as usize)
-                .max(1);
+            shape[a] =
+                ((self.shape[a] as f64 * self.spacing[a] / spacing[a]).round() as usize).max(1);
         }
         Geometry {
             shape,
@@ -241,9 +249,21 @@ impl Geometry {
         let mut out = [[0.0; 3]; 8];
         for (n, o) in out.iter_mut().enumerate() {
             let ijk = [
-                if n & 1 == 0 { 0.0 } else { (self.shape[0] - 1) as f64 },
-                if n & 2 == 0 { 0.0 } else { (self.shape[1] - 1) as f64 },
-                if n & 4 == 0 { 0.0 } else { (self.shape[2] - 1) as f64 },
+                if n & 1 == 0 {
+                    0.0
+                } else {
+                    (self.shape[0] - 1) as f64
+                },
+                if n & 2 == 0 {
+                    0.0
+                } else {
+                    (self.shape[1] - 1) as f64
+                },
+                if n & 4 == 0 {
+                    0.0
+                } else {
+                    (self.shape[2] - 1) as f64
+                },
             ];
             *o = self.index_to_world(ijk);
         }
@@ -256,7 +276,11 @@ impl Geometry {
     pub fn orientation_code(&self) -> String {
         let mut s = String::new();
         for c in 0..3 {
-            let col = [self.direction[0][c], self.direction[1][c], self.direction[2][c]];
+            let col = [
+                self.direction[0][c],
+                self.direction[1][c],
+                self.direction[2][c],
+            ];
             let (mut best, mut r) = (0.0, 0);
             for (row, v) in col.iter().enumerate() {
                 if v.abs() > best {
@@ -385,7 +409,10 @@ mod tests {
 
     #[test]
     fn orientation_codes() {
-        assert_eq!(Geometry::new([1, 1, 1], [1.0; 3], [0.0; 3]).orientation_code(), "LPS");
+        assert_eq!(
+            Geometry::new([1, 1, 1], [1.0; 3], [0.0; 3]).orientation_code(),
+            "LPS"
+        );
         let ras = Geometry::new([1, 1, 1], [1.0; 3], [0.0; 3]).with_direction([
             [-1.0, 0.0, 0.0],
             [0.0, -1.0, 0.0],

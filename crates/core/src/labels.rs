@@ -67,9 +67,9 @@ impl LabelMap {
     /// (`{"background": 0, "parotid_left": 1, ...}`). Region-based labels (lists of values)
     /// are refused: glandseg trains one class per value.
     pub fn from_nnunet_labels(labels: &serde_json::Value) -> Result<Self> {
-        let obj = labels.as_object().ok_or_else(|| {
-            Error::Labels("\"labels\" must be an object {name: value}".into())
-        })?;
+        let obj = labels
+            .as_object()
+            .ok_or_else(|| Error::Labels("\"labels\" must be an object {name: value}".into()))?;
         let mut entries = Vec::new();
         for (name, v) in obj {
             let value = v.as_u64().filter(|x| *x <= 255).ok_or_else(|| {

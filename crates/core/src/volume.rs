@@ -71,7 +71,9 @@ impl<T: Clone> Volume<T> {
 
     /// The voxels in memory order (i fastest).
     pub fn as_slice(&self) -> &[T] {
-        self.data.as_slice().expect("volumes are kept in standard layout")
+        self.data
+            .as_slice()
+            .expect("volumes are kept in standard layout")
     }
 
     pub fn as_slice_mut(&mut self) -> &mut [T] {
@@ -120,7 +122,11 @@ impl<T: Clone> Volume<T> {
     /// Pads `before` voxels in front of and `after` voxels behind each axis with `value`;
     /// the origin moves back so the existing voxels stay where they are in the world.
     pub fn pad(&self, before: [usize; 3], after: [usize; 3], value: T) -> Volume<T> {
-        let start = [-(before[0] as isize), -(before[1] as isize), -(before[2] as isize)];
+        let start = [
+            -(before[0] as isize),
+            -(before[1] as isize),
+            -(before[2] as isize),
+        ];
         let size = [
             self.geometry.shape[0] + before[0] + after[0],
             self.geometry.shape[1] + before[1] + after[1],
@@ -304,7 +310,11 @@ mod tests {
         let f = v.flip_axis_keep_world(0);
         let w = v.geometry().index_to_world([1.0, 2.0, 3.0]);
         let ijk = f.geometry().world_to_index(w);
-        let ijk = [ijk[0].round() as usize, ijk[1].round() as usize, ijk[2].round() as usize];
+        let ijk = [
+            ijk[0].round() as usize,
+            ijk[1].round() as usize,
+            ijk[2].round() as usize,
+        ];
         assert_eq!(ijk, [2, 2, 3]);
         assert_eq!(*f.get(2, 2, 3), *v.get(1, 2, 3));
     }
