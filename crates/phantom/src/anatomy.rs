@@ -1,0 +1,608 @@
+//! The head-and-neck anatomy of one synthetic patient, as painted layers of implicit
+//! solids. Frame: the patient's own LPS axes in mm (x to the patient's left, y posterior,
+//! z superior), origin roughly at the level of the ear canals on the midline; the head
+//! pose (rotation, shift) is applied later, when the layers are painted onto the grid.
+//!
+//! Tissue values are typical adult figures: CT in HU, PSMA PET activity as SUV (salivary
+//! and lacrimal glands, tubarial glands and tonsils avid; brain very low).
+
+use crate::shapes::{norm, Shape, Warp};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+/// Left/right: patient's left is +x. `side` is +1 for left, -1 for right.
+pub const SIDES: [(f64, &str); 2] = [(1.0, "left"), (-1.0, "right")];
+
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub name: &'static str,
+    pub shape: Shape,
+    pub hu: f32,
+    pub suv: f32,
+    /// Label value painted where this layer wins (0 = clears a gland label there).
+    pub label: u8,
+    /// Relative amplitude of smooth uptake heterogeneity (0 = uniform).
+    pub texture: f32,
+}
+
+/// Gland targets and per-case tissue properties, recorded in the case's metadata.
+#[derive(Clone, Debug, Serialize)]
+pub struct GlandTruth {
+    pub name: String,
+    pub label: u8,
+    pub target_volume_ml: f64,
+    pub shape_volume_ml: f64,
+    pub suv: f32,
+    pub hu: f32,
+}
+
+pub struct Anatomy {
+    pub layers: Vec<Layer>,
+    pub glands: Vec<GlandTruth>,
+    /// Lowest z (frame) of the body that matters for the field of view.
+    pub vertex_z: f64,
+    pub parotid_fat_fraction: f64,
+}
+
+fn u(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
+    rng.random_range(lo..hi)
+}
+
+fn random_warp(rng: &mut ChaCha8Rng, amp: f64, wavelength: f64) -> Warp {
+    let terms = (0..3)
+        .map(|_| {
+            let dir = [u(rng, -1.0, 1.0), u(rng, -1.0, 1.0), u(rng, -1.0, 1.0)];
+            let n = norm(dir).max(1e-6);
+            let kk = 2.0 * std::f64::consts::PI / (wavelength * u(rng, 0.7, 1.4));
+            let a = [
+                u(rng, -1.0, 1.0) * amp,
+                u(rng, -1.0, 1.0) * amp,
+                u(rng, -1.0, 1.0) * amp,
+            ];
+            (
+                [a[0] / 1.7, a[1] / 1.7, a[2] / 1.7],
+                [dir[0] / n * kk, dir[1] / n * kk, dir[2] / n * kk],
+                u(rng, 0.0, 6.3),
+            )
+        })
+        .collect();
+    Warp { terms }
+}
+
+/// Scales the gland's radii so that its volume outside `carve` hits `target_ml`.
+fn calibrate(shape: Shape, carve: &[Shape], target_ml: f64) -> (Shape, f64) {
+    let mut s = shape;
+    for _ in 0..3 {
+        let vol = s.clone().minus(carve.to_vec()).volume_ml(1.0);
+        if vol <= 0.0 {
+            break;
+        }
+        let f = (target_ml / vol).cbrt();
+        if (f - 1.0).abs() < 0.005 {
+            break;
+        }
+        s = s.scaled_in_place(f);
+    }
+    let s = s.minus(carve.to_vec());
+    let vol = s.volume_ml(0.7);
+    (s, vol)
+}
+
+pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
+    let sc = |v: [f64; 3]| [v[0] * size, v[1] * size, v[2] * size];
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut push = |name, shape, hu: f64, suv: f64, label, texture| {
+        layers.push(Layer {
+            name,
+            shape,
+            hu: hu as f32,
+            suv: suv as f32,
+            label,
+            texture,
+        })
+    };
+
+    // --- body outline: head, face, neck (and shoulders/chest) ---
+    let head = Shape::ellipsoid(sc([0.0, 5.0, 40.0]), sc([72.0, 92.0, 84.0]));
+    let face = Shape::ellipsoid(sc([0.0, -30.0, -22.0]), sc([62.0, 60.0, 58.0]));
+    let chin = Shape::ellipsoid(sc([0.0, -52.0, -55.0]), sc([36.0, 26.0, 22.0]));
+    let neck = Shape::capsule(sc([0.0, 12.0, -40.0]), sc([0.0, 8.0, -200.0]), 56.0 * size);
+    let mut body_parts = vec![head.clone(), face.clone(), chin, neck];
+    if torso {
+        body_parts.push(Shape::ellipsoid(
+            sc([0.0, 12.0, -260.0]),
+            sc([185.0, 105.0, 95.0]),
+        ));
+        body_parts.push(Shape::capsule(
+            sc([-150.0, 12.0, -215.0]),
+            sc([150.0, 12.0, -215.0]),
+            55.0 * size,
+        ));
+    }
+    let body = Shape::Union(body_parts);
+    let blood_suv = u(rng, 1.2, 2.0);
+    let muscle_suv = u(rng, 0.5, 0.9);
+    push("skin", body.clone(), 30.0, 0.4, 0, 0.0);
+    push(
+        "subcutaneous_fat",
+        body.clone().offset(-2.0),
+        -100.0,
+        0.25,
+        0,
+        0.0,
+    );
+    push(
+        "soft_tissue",
+        body.clone().offset(-2.0 - u(rng, 3.0, 8.0)),
+        35.0,
+        0.5,
+        0,
+        0.0,
+    );
+
+    // --- skull, brain ---
+    let skull_outer = head.clone().offset(-6.0);
+    let skull_inner = head.clone().offset(-13.0);
+    let base_cut = Shape::HalfSpace {
+        n: [0.0, 0.0, 1.0],
+        d: -8.0 * size,
+    };
+    push(
+        "skull",
+        skull_outer.clone().intersect(base_cut.clone()),
+        1100.0,
+        0.3,
+        0,
+        0.0,
+    );
+    let brain_cut = Shape::HalfSpace {
+        n: [0.0, 0.0, 1.0],
+        d: 0.0,
+    };
+    push(
+        "brain",
+        skull_inner.clone().intersect(brain_cut),
+        35.0,
+        u(rng, 0.15, 0.35),
+        0,
+        0.0,
+    );
+
+    // --- maxilla, nasal cavity, sinuses ---
+    push(
+        "maxilla",
+        Shape::ellipsoid(sc([0.0, -52.0, -2.0]), sc([34.0, 22.0, 16.0])),
+        450.0,
+        0.3,
+        0,
+        0.0,
+    );
+    let nasal = Shape::ellipsoid(sc([0.0, -62.0, 14.0]), sc([11.0, 22.0, 18.0]));
+    push(
+        "nasal_mucosa",
+        nasal.clone(),
+        40.0,
+        u(rng, 1.5, 4.0),
+        0,
+        0.2,
+    );
+    push("nasal_air", nasal.offset(-3.0), -950.0, 0.0, 0, 0.0);
+    for (s, _) in SIDES {
+        push(
+            "maxillary_sinus",
+            Shape::ellipsoid(sc([s * 26.0, -50.0, 6.0]), sc([12.0, 14.0, 13.0])),
+            -900.0,
+            0.0,
+            0,
+            0.0,
+        );
+    }
+
+    // --- orbits, eyes, lenses ---
+    let mut lacrimal_shapes = Vec::new();
+    for (s, _) in SIDES {
+        let eye_c = sc([s * 32.0, -58.0, 38.0]);
+        push(
+            "orbit_fat",
+            Shape::ellipsoid(sc([s * 33.0, -52.0, 39.0]), sc([19.0, 22.0, 17.0])),
+            -90.0,
+            0.2,
+            0,
+            0.0,
+        );
+        push(
+            "eye",
+            Shape::ellipsoid(eye_c, [12.0 * size, 12.0 * size, 12.0 * size]),
+            10.0,
+            0.3,
+            0,
+            0.0,
+        );
+        push(
+            "lens",
+            Shape::ellipsoid([eye_c[0], eye_c[1] - 9.5 * size, eye_c[2]], [4.5, 2.0, 4.5]),
+            90.0,
+            0.1,
+            0,
+            0.0,
+        );
+        // Lacrimal gland: upper outer orbit, above-lateral to the globe.
+        let c = [
+            s * 44.0 * size,
+            -58.0 * size + u(rng, -2.0, 2.0),
+            49.0 * size + u(rng, -1.5, 1.5),
+        ];
+        let shape = Shape::ellipsoid_rot(c, [9.0, 5.5, 3.5], [0.0, s * 25.0, s * -20.0])
+            .warped(random_warp(rng, 1.0, 15.0));
+        lacrimal_shapes.push((s, shape, eye_c));
+    }
+
+    // --- mandible, teeth, oral cavity, tongue ---
+    let mut mandible = Vec::new();
+    let jaw_z = -48.0;
+    for (s, _) in SIDES {
+        // Ramus: from the angle up to the condyle in front of the ear.
+        mandible.push(Shape::capsule(
+            sc([s * 48.0, -2.0, jaw_z]),
+            sc([s * 50.0, 4.0, -8.0]),
+            6.5 * size,
+        ));
+        // Coronoid process.
+        mandible.push(Shape::capsule(
+            sc([s * 47.0, -6.0, -35.0]),
+            sc([s * 44.0, -18.0, -12.0]),
+            4.0 * size,
+        ));
+    }
+    let body_pts: Vec<[f64; 3]> = (0..=12)
+        .map(|t| {
+            let a = -1.0 + t as f64 / 6.0; // -1 .. 1 around the arch
+            sc([
+                48.0 * a,
+                -2.0 - 70.0 * (1.0 - a * a).sqrt(),
+                jaw_z - 6.0 * (1.0 - a * a),
+            ])
+        })
+        .collect();
+    mandible.push(Shape::tube(&body_pts, 7.5 * size));
+    let mandible = Shape::Union(mandible);
+    push(
+        "oral_cavity_air",
+        Shape::ellipsoid(sc([0.0, -45.0, -28.0]), sc([20.0, 22.0, 4.0])),
+        -900.0,
+        0.0,
+        0,
+        0.0,
+    );
+    push(
+        "tongue",
+        Shape::ellipsoid(sc([0.0, -40.0, -38.0]), sc([22.0, 30.0, 13.0])),
+        60.0,
+        muscle_suv,
+        0,
+        0.0,
+    );
+    push("mandible", mandible.clone(), 1000.0, 0.3, 0, 0.0);
+    for (z, r) in [(-16.0, 58.0), (-34.0, 60.0)] {
+        let pts: Vec<[f64; 3]> = (0..=10)
+            .map(|t| {
+                let a = -0.8 + 1.6 * t as f64 / 10.0;
+                sc([38.0 * a, -10.0 - r * (1.0 - a * a).sqrt(), z])
+            })
+            .collect();
+        push("teeth", Shape::tube(&pts, 4.5 * size), 2600.0, 0.2, 0, 0.0);
+    }
+
+    // --- muscles, vessels, spine, airway ---
+    let mut masseters = Vec::new();
+    for (s, _) in SIDES {
+        let m = Shape::ellipsoid_rot(
+            sc([s * 57.0, -12.0, -26.0]),
+            sc([7.0, 15.0, 24.0]),
+            [15.0, 0.0, 0.0],
+        );
+        masseters.push(m.clone());
+        push("masseter", m, 55.0, muscle_suv, 0, 0.0);
+        push(
+            "scm",
+            Shape::capsule(
+                sc([s * 58.0, 28.0, -15.0]),
+                sc([s * 14.0, -28.0, -165.0]),
+                9.0 * size,
+            ),
+            50.0,
+            muscle_suv,
+            0,
+            0.0,
+        );
+        push(
+            "jugular",
+            Shape::capsule(
+                sc([s * 30.0, 8.0, -20.0]),
+                sc([s * 22.0, 0.0, -190.0]),
+                5.0 * size,
+            ),
+            40.0,
+            blood_suv,
+            0,
+            0.0,
+        );
+        push(
+            "carotid",
+            Shape::capsule(
+                sc([s * 22.0, -2.0, -25.0]),
+                sc([s * 16.0, -8.0, -190.0]),
+                3.5 * size,
+            ),
+            40.0,
+            blood_suv,
+            0,
+            0.0,
+        );
+    }
+    let airway = Shape::tube(
+        &[
+            sc([0.0, 6.0, 0.0]),
+            sc([0.0, 10.0, -40.0]),
+            sc([0.0, -6.0, -85.0]),
+            sc([0.0, -14.0, -200.0]),
+        ],
+        8.0 * size,
+    );
+    push("airway", airway, -950.0, 0.0, 0, 0.0);
+    let spine_bottom = if torso { -330.0 } else { -220.0 };
+    let mut z = -12.0;
+    while z > spine_bottom {
+        let c = [0.0, 30.0 * size, z * size];
+        push(
+            "vertebra",
+            Shape::capsule(
+                [c[0], c[1], c[2] + 7.0 * size],
+                [c[0], c[1], c[2] - 7.0 * size],
+                10.0 * size,
+            ),
+            350.0,
+            0.5,
+            0,
+            0.0,
+        );
+        push(
+            "vertebral_arch",
+            Shape::capsule(
+                [c[0], c[1] + 16.0 * size, c[2]],
+                [c[0], c[1] + 30.0 * size, c[2] - 4.0 * size],
+                5.0 * size,
+            ),
+            800.0,
+            0.3,
+            0,
+            0.0,
+        );
+        push(
+            "disc",
+            Shape::capsule(
+                [c[0], c[1], c[2] - 8.0 * size],
+                [c[0], c[1], c[2] - 9.5 * size],
+                9.0 * size,
+            ),
+            90.0,
+            0.3,
+            0,
+            0.0,
+        );
+        z -= 18.0;
+    }
+    push(
+        "spinal_canal",
+        Shape::capsule(
+            sc([0.0, 44.0, 0.0]),
+            sc([0.0, 44.0, spine_bottom]),
+            6.0 * size,
+        ),
+        15.0,
+        0.1,
+        0,
+        0.0,
+    );
+    if torso {
+        for (s, _) in SIDES {
+            push(
+                "lung",
+                Shape::ellipsoid(sc([s * 75.0, 15.0, -290.0]), sc([52.0, 68.0, 80.0])),
+                -820.0,
+                0.15,
+                0,
+                0.0,
+            );
+            push(
+                "clavicle",
+                Shape::capsule(
+                    sc([s * 18.0, -30.0, -185.0]),
+                    sc([s * 150.0, 5.0, -190.0]),
+                    7.0 * size,
+                ),
+                900.0,
+                0.3,
+                0,
+                0.0,
+            );
+            push(
+                "humeral_head",
+                Shape::ellipsoid(sc([s * 175.0, 10.0, -215.0]), sc([25.0, 25.0, 25.0])),
+                700.0,
+                0.4,
+                0,
+                0.0,
+            );
+        }
+        push(
+            "mediastinum_blood",
+            Shape::ellipsoid(sc([0.0, -5.0, -300.0]), sc([45.0, 40.0, 50.0])),
+            40.0,
+            blood_suv,
+            0,
+            0.0,
+        );
+    }
+
+    // --- distractors with PSMA uptake (not labelled) ---
+    for (s, _) in SIDES {
+        push(
+            "palatine_tonsil",
+            Shape::ellipsoid(sc([s * 13.0, -4.0, -36.0]), sc([6.0, 8.0, 11.0])),
+            50.0,
+            u(rng, 3.0, 7.0),
+            0,
+            0.2,
+        );
+        push(
+            "tubarial_gland",
+            Shape::ellipsoid_rot(
+                sc([s * 19.0, 12.0, 6.0]),
+                sc([5.0, 7.0, 12.0]),
+                [20.0, 0.0, 0.0],
+            ),
+            45.0,
+            u(rng, 4.0, 10.0),
+            0,
+            0.2,
+        );
+    }
+
+    // --- the six glands ---
+    let parotid_fat = u(rng, 0.1, 0.9);
+    let parotid_hu = (40.0 - 140.0 * parotid_fat) as f32;
+    let mut glands = Vec::new();
+    let asym = |rng: &mut ChaCha8Rng| u(rng, 0.85, 1.15);
+    let parotid_target = u(rng, 17.0, 32.0);
+    let sub_target = u(rng, 6.8, 11.2);
+    let lac_target = u(rng, 0.5, 1.1);
+    let gland_suv = [u(rng, 9.0, 17.0), u(rng, 9.0, 17.0), u(rng, 5.0, 10.0)];
+    for (s, side) in SIDES {
+        // Parotid: superficial lobe over the ramus' posterior border in front of the ear,
+        // a tail down toward the angle, and a deep lobe wrapping medially behind the ramus.
+        let sup = Shape::ellipsoid_rot(
+            sc([s * 55.0, 10.0, -18.0]),
+            sc([11.0, 17.0, 22.0]),
+            [0.0, s * 10.0, s * 8.0],
+        );
+        let tail = Shape::ellipsoid(sc([s * 52.0, 8.0, -40.0]), sc([9.0, 11.0, 10.0]));
+        let deep = Shape::ellipsoid_rot(
+            sc([s * 40.0, 12.0, -20.0]),
+            sc([8.0, 10.0, 14.0]),
+            [0.0, 0.0, s * -20.0],
+        );
+        let parotid = Shape::Union(vec![sup, tail, deep]).warped(random_warp(rng, 2.5, 35.0));
+        let mut carve = masseters.clone();
+        carve.push(mandible.clone());
+        let target = (parotid_target * asym(rng)).clamp(15.2, 34.5);
+        let (shape, vol) = calibrate(parotid, &carve, target);
+        let label = if s > 0.0 { 1 } else { 2 };
+        glands.push(GlandTruth {
+            name: format!("parotid_{side}"),
+            label,
+            target_volume_ml: target,
+            shape_volume_ml: vol,
+            suv: gland_suv[0] as f32 * u(rng, 0.9, 1.1) as f32,
+            hu: parotid_hu,
+        });
+        push(
+            "parotid",
+            shape,
+            parotid_hu as f64,
+            glands.last().unwrap().suv as f64,
+            label,
+            0.15,
+        );
+    }
+    for (s, side) in SIDES {
+        // Submandibular: below the mandible's body, medial to the angle.
+        let c = sc([
+            s * 32.0,
+            -14.0 + u(rng, -3.0, 3.0),
+            -66.0 + u(rng, -3.0, 3.0),
+        ]);
+        let sub = Shape::ellipsoid_rot(c, sc([12.0, 17.0, 10.0]), [10.0, 0.0, s * 15.0])
+            .warped(random_warp(rng, 1.8, 25.0));
+        let target = (sub_target * asym(rng)).clamp(6.1, 11.8);
+        let (shape, vol) = calibrate(sub, std::slice::from_ref(&mandible), target);
+        let label = if s > 0.0 { 3 } else { 4 };
+        let hu = u(rng, 35.0, 65.0) as f32;
+        glands.push(GlandTruth {
+            name: format!("submandibular_{side}"),
+            label,
+            target_volume_ml: target,
+            shape_volume_ml: vol,
+            suv: gland_suv[1] as f32 * u(rng, 0.9, 1.1) as f32,
+            hu,
+        });
+        push(
+            "submandibular",
+            shape,
+            hu as f64,
+            glands.last().unwrap().suv as f64,
+            label,
+            0.15,
+        );
+    }
+    for (s, shape, eye_c) in lacrimal_shapes {
+        let side = if s > 0.0 { "left" } else { "right" };
+        let eye = Shape::ellipsoid(eye_c, [12.5 * size, 12.5 * size, 12.5 * size]);
+        let target = (lac_target * asym(rng)).clamp(0.42, 1.18);
+        let (shape, vol) = calibrate(shape, &[eye], target);
+        let label = if s > 0.0 { 5 } else { 6 };
+        glands.push(GlandTruth {
+            name: format!("lacrimal_{side}"),
+            label,
+            target_volume_ml: target,
+            shape_volume_ml: vol,
+            suv: gland_suv[2] as f32 * u(rng, 0.9, 1.1) as f32,
+            hu: 45.0,
+        });
+        push(
+            "lacrimal",
+            shape,
+            45.0,
+            glands.last().unwrap().suv as f64,
+            label,
+            0.1,
+        );
+    }
+
+    // --- lymph-node lesions: a few, one near a gland ---
+    let n_nodes = rng.random_range(2..=4);
+    for n in 0..n_nodes {
+        let s = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+        let c = if n == 0 {
+            // Level II, just below/behind the parotid tail or beside the submandibular.
+            if rng.random_bool(0.5) {
+                sc([s * 44.0, 20.0, -58.0])
+            } else {
+                sc([s * 36.0, 2.0, -80.0])
+            }
+        } else {
+            sc([
+                s * u(rng, 20.0, 40.0),
+                u(rng, -5.0, 25.0),
+                u(rng, -140.0, -70.0),
+            ])
+        };
+        let r = u(rng, 3.5, 7.0);
+        push(
+            "lymph_node",
+            Shape::ellipsoid(c, [r, r * 0.8, r * 1.2]),
+            40.0,
+            u(rng, 5.0, 15.0),
+            0,
+            0.0,
+        );
+    }
+
+    Anatomy {
+        layers,
+        glands,
+        vertex_z: 40.0 * size + 84.0 * size,
+        parotid_fat_fraction: parotid_fat,
+    }
+}
