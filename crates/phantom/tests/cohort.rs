@@ -134,7 +134,7 @@ fn writes_the_nnunet_layout() {
             glandseg_nifti::read_labels(&dir.path().join(format!("labelsTr/{id}.nii.gz"))).unwrap();
         assert!(ct.geometry().same_grid(pet.geometry(), 1e-4));
         assert!(ct.geometry().same_grid(lab.geometry(), 1e-4));
-        assert!(lab.as_slice().iter().any(|&l| l == 6));
+        assert!(lab.as_slice().contains(&6));
         assert!(dir.path().join(format!("pet_native/{id}.nii.gz")).exists());
         assert!(dir.path().join(format!("meta/{id}.json")).exists());
     }

@@ -1,0 +1,437 @@
+//! The per-case review image: a column per view (axial slices through each gland pair, a
+//! coronal and a sagittal slice), a row of CT with label outlines and a row of CT with the
+//! PET overlaid, a legend and a title.
+
+use crate::font::{draw_text, text_width};
+use glandseg_core::{Geometry, LabelMap, Volume};
+use image::{Rgb, RgbImage};
+use std::path::Path;
+
+const PANEL: u32 = 240;
+const GAP: u32 = 4;
+const TITLE_H: u32 = 26;
+const HEADER_H: u32 = 18;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Plane {
+    Axial,
+    Coronal,
+    Sagittal,
+}
+
+struct View {
+    plane: Plane,
+    /// World coordinate of the slice along the plane's normal (z, y or x), mm.
+    at: f64,
+    caption: String,
+}
+
+/// World AABB of the volume's voxel centres.
+fn extent(g: &Geometry) -> ([f64; 3], [f64; 3]) {
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for c in g.corners() {
+        for d in 0..3 {
+            lo[d] = lo[d].min(c[d]);
+            hi[d] = hi[d].max(c[d]);
+        }
+    }
+    (lo, hi)
+}
+
+/// Colour of a label: partners share a hue, the left one saturated, the right one lighter.
+fn label_color(map: &LabelMap, value: u8) -> Rgb<u8> {
+    const HUES: [[u8; 3]; 6] = [
+        [0, 190, 255],
+        [40, 230, 40],
+        [255, 60, 255],
+        [255, 170, 0],
+        [255, 60, 60],
+        [160, 120, 255],
+    ];
+    let name = map.name(value).unwrap_or("");
+    let (stem, side) = match LabelMap::side_of(name) {
+        Some((stem, s)) => (stem.to_string(), Some(s)),
+        None => (name.to_string(), None),
+    };
+    // Stable hue per stem, in order of first appearance in the map.
+    let mut stems: Vec<String> = Vec::new();
+    for (_, n) in map.foreground() {
+        let s = LabelMap::side_of(n).map(|x| x.0).unwrap_or(n).to_string();
+        if !stems.contains(&s) {
+            stems.push(s);
+        }
+    }
+    let idx = stems
+        .iter()
+        .position(|s| *s == stem)
+        .unwrap_or(value as usize);
+    let base = HUES[idx % HUES.len()];
+    match side {
+        Some(glandseg_core::Side::Right) => {
+            Rgb([base[0] / 2 + 127, base[1] / 2 + 127, base[2] / 2 + 127])
+        }
+        _ => Rgb(base),
+    }
+}
+
+fn hot(t: f32) -> [f32; 3] {
+    // Black-red-yellow-white ("hot metal").
+    let t = t.clamp(0.0, 1.0);
+    [
+        (t * 3.0).min(1.0),
+        (t * 3.0 - 1.0).clamp(0.0, 1.0),
+        (t * 3.0 - 2.0).clamp(0.0, 1.0),
+    ]
+}
+
+fn centroid(labels: &Volume<u8>, values: &[u8]) -> Option<[f64; 3]> {
+    let (mut n, mut c) = (0usize, [0.0f64; 3]);
+    for ((k, j, i), l) in labels.data().indexed_iter() {
+        if *l != 0 && values.contains(l) {
+            n += 1;
+            c[0] += i as f64;
+            c[1] += j as f64;
+            c[2] += k as f64;
+        }
+    }
+    (n > 0).then(|| {
+        labels
+            .geometry()
+            .index_to_world([c[0] / n as f64, c[1] / n as f64, c[2] / n as f64])
+    })
+}
+
+fn choose_views(labels: &Volume<u8>, map: &LabelMap) -> Vec<View> {
+    let (lo, hi) = extent(labels.geometry());
+    let mid = [
+        (lo[0] + hi[0]) / 2.0,
+        (lo[1] + hi[1]) / 2.0,
+        (lo[2] + hi[2]) / 2.0,
+    ];
+    let mut views = Vec::new();
+    // Axial slices through each left/right pair (or single label), up to three.
+    let mut groups: Vec<(String, Vec<u8>)> = map
+        .lateral_pairs()
+        .into_iter()
+        .map(|(l, r, s)| (s, vec![l, r]))
+        .collect();
+    for (v, n) in map.foreground() {
+        if !groups.iter().any(|g| g.1.contains(&v)) {
+            groups.push((n.to_string(), vec![v]));
+        }
+    }
+    for (name, vals) in groups.iter().take(3) {
+        if let Some(c) = centroid(labels, vals) {
+            views.push(View {
+                plane: Plane::Axial,
+                at: c[2],
+                caption: format!("axial {name}"),
+            });
+        }
+    }
+    let all: Vec<u8> = map.foreground().map(|(v, _)| v).collect();
+    let c = centroid(labels, &all).unwrap_or(mid);
+    if views.is_empty() {
+        views.push(View {
+            plane: Plane::Axial,
+            at: mid[2],
+            caption: "axial".into(),
+        });
+    }
+    // Coronal through the first pair (parotids in the default map), sagittal through the
+    // first left-side gland.
+    let cor_y = groups
+        .first()
+        .and_then(|g| centroid(labels, &g.1))
+        .map(|p| p[1])
+        .unwrap_or(c[1]);
+    views.push(View {
+        plane: Plane::Coronal,
+        at: cor_y,
+        caption: "coronal".into(),
+    });
+    let left = map
+        .foreground()
+        .find(|(_, n)| matches!(LabelMap::side_of(n), Some((_, glandseg_core::Side::Left))));
+    let (sag_x, sag_name) =
+        match left.and_then(|(v, n)| centroid(labels, &[v]).map(|p| (p[0], n.to_string()))) {
+            Some((x, n)) => (x, format!("sagittal {n}")),
+            None => (c[0], "sagittal".into()),
+        };
+    views.push(View {
+        plane: Plane::Sagittal,
+        at: sag_x,
+        caption: sag_name,
+    });
+    views
+}
+
+/// Samples a panel: returns (width, height, per pixel: world point).
+fn panel_points(g: &Geometry, view: &View) -> (u32, u32, Vec<[f64; 3]>) {
+    let (lo, hi) = extent(g);
+    // In-plane axes: (u axis world dim, v axis world dim, v runs downward from hi?)
+    let (du, dv) = match view.plane {
+        Plane::Axial => (0, 1), // u: x right->left of patient (R on image left); v: y anterior->posterior
+        Plane::Coronal => (0, 2), // u: x; v: z superior at top
+        Plane::Sagittal => (1, 2), // u: y anterior on the left; v: z superior at top
+    };
+    let (wu, wv) = (hi[du] - lo[du], hi[dv] - lo[dv]);
+    let mm = (wu.max(wv) / PANEL as f64).max(1e-6);
+    let (w, h) = (
+        ((wu / mm).round() as u32).max(1),
+        ((wv / mm).round() as u32).max(1),
+    );
+    let normal = match view.plane {
+        Plane::Axial => 2,
+        Plane::Coronal => 1,
+        Plane::Sagittal => 0,
+    };
+    let mut pts = Vec::with_capacity((w * h) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let mut p = [0.0; 3];
+            p[normal] = view.at;
+            p[du] = lo[du] + (x as f64 + 0.5) * mm;
+            p[dv] = if view.plane == Plane::Axial {
+                lo[dv] + (y as f64 + 0.5) * mm
+            } else {
+                hi[dv] - (y as f64 + 0.5) * mm
+            };
+            pts.push(p);
+        }
+    }
+    (w, h, pts)
+}
+
+fn sample<T: Copy>(v: &Volume<T>, p: [f64; 3]) -> Option<T> {
+    let ijk = v.geometry().world_to_index(p);
+    let s = v.geometry().shape;
+    let mut idx = [0usize; 3];
+    for a in 0..3 {
+        let r = ijk[a].round();
+        if r < 0.0 || r >= s[a] as f64 {
+            return None;
+        }
+        idx[a] = r as usize;
+    }
+    Some(*v.get(idx[0], idx[1], idx[2]))
+}
+
+/// Renders the review image for one case. `pet` must be on any grid overlapping the CT
+/// (it is sampled in world coordinates); labels likewise.
+pub fn render_review(
+    ct: &Volume<f32>,
+    pet: Option<&Volume<f32>>,
+    labels: &Volume<u8>,
+    label_map: &LabelMap,
+    title: &str,
+) -> RgbImage {
+    let views = choose_views(labels, label_map);
+    let panels: Vec<(u32, u32, Vec<[f64; 3]>)> = views
+        .iter()
+        .map(|v| panel_points(ct.geometry(), v))
+        .collect();
+    let rows = if pet.is_some() { 2 } else { 1 };
+    let width = panels.iter().map(|p| p.0 + GAP).sum::<u32>() + GAP;
+    let legend_h = 22;
+    let height = TITLE_H + HEADER_H + rows * (PANEL + GAP) + legend_h + GAP;
+    let mut img = RgbImage::from_pixel(width.max(400), height, Rgb([16, 16, 16]));
+    draw_text(&mut img, 6, 5, title, 2, Rgb([255, 255, 255]));
+
+    // PET display range: SUV 0 .. max(10, 99.9th percentile).
+    let vmax = pet
+        .map(|p| {
+            let mut v: Vec<f32> = p
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite() && *x > 0.5)
+                .collect();
+            if v.is_empty() {
+                return 10.0;
+            }
+            let k = ((v.len() as f64 * 0.999) as usize).min(v.len() - 1);
+            let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+            x.max(10.0)
+        })
+        .unwrap_or(10.0);
+
+    let mut x0 = GAP;
+    for (view, (w, h, pts)) in views.iter().zip(&panels) {
+        draw_text(
+            &mut img,
+            x0 as i64,
+            (TITLE_H + 2) as i64,
+            &view.caption,
+            1,
+            Rgb([200, 200, 200]),
+        );
+        let labs: Vec<u8> = pts
+            .iter()
+            .map(|p| sample(labels, *p).unwrap_or(0))
+            .collect();
+        for row in 0..rows {
+            let y0 = TITLE_H + HEADER_H + row * (PANEL + GAP);
+            for y in 0..*h {
+                for x in 0..*w {
+                    let i = (y * w + x) as usize;
+                    let hu = sample(ct, pts[i]).unwrap_or(-1000.0);
+                    let g = ((hu - (40.0 - 200.0)) / 400.0).clamp(0.0, 1.0);
+                    let mut rgb = [g, g, g];
+                    if row == 1 {
+                        if let Some(s) = pet.and_then(|p| sample(p, pts[i])) {
+                            let a = ((s - 0.5) / (0.25 * vmax)).clamp(0.0, 0.85);
+                            let c = hot(s / vmax);
+                            for d in 0..3 {
+                                rgb[d] = rgb[d] * (1.0 - a) + c[d] * a;
+                            }
+                        }
+                    }
+                    let l = labs[i];
+                    let mut px = Rgb([
+                        (rgb[0] * 255.0) as u8,
+                        (rgb[1] * 255.0) as u8,
+                        (rgb[2] * 255.0) as u8,
+                    ]);
+                    if l != 0 {
+                        let edge = (x == 0 || labs[i - 1] != l)
+                            || (x + 1 == *w || labs[i + 1] != l)
+                            || (y == 0 || labs[i - *w as usize] != l)
+                            || (y + 1 == *h || labs[i + *w as usize] != l);
+                        if edge {
+                            px = label_color(label_map, l);
+                        }
+                    }
+                    img.put_pixel(x0 + x, y0 + y, px);
+                }
+            }
+            // Orientation letters.
+            let (left, right, top, bottom) = match view.plane {
+                Plane::Axial => ("R", "L", "A", "P"),
+                Plane::Coronal => ("R", "L", "S", "I"),
+                Plane::Sagittal => ("A", "P", "S", "I"),
+            };
+            let c = Rgb([255, 255, 0]);
+            let (xi, yi, wi, hi) = (x0 as i64, y0 as i64, *w as i64, *h as i64);
+            draw_text(&mut img, xi + 2, yi + hi / 2 - 4, left, 1, c);
+            draw_text(&mut img, xi + wi - 10, yi + hi / 2 - 4, right, 1, c);
+            draw_text(&mut img, xi + wi / 2 - 4, yi + 2, top, 1, c);
+            draw_text(&mut img, xi + wi / 2 - 4, yi + hi - 10, bottom, 1, c);
+        }
+        x0 += w + GAP;
+    }
+    // Legend.
+    let ly = (height - legend_h) as i64;
+    let mut lx = GAP as i64;
+    for (v, n) in label_map.foreground() {
+        let c = label_color(label_map, v);
+        for dy in 0..10 {
+            for dx in 0..10 {
+                let (px, py) = (lx + dx, ly + 4 + dy);
+                if (px as u32) < img.width() && (py as u32) < img.height() {
+                    img.put_pixel(px as u32, py as u32, c);
+                }
+            }
+        }
+        draw_text(&mut img, lx + 14, ly + 5, n, 1, Rgb([230, 230, 230]));
+        lx += 14 + text_width(n, 1) as i64 + 12;
+    }
+    if pet.is_some() {
+        let t = format!("PET: SUV 0-{vmax:.1}");
+        draw_text(&mut img, lx + 8, ly + 5, &t, 1, Rgb([255, 180, 80]));
+    }
+    img
+}
+
+/// Writes a PNG atomically.
+pub fn save_png(path: &Path, img: &RgbImage) -> glandseg_core::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| glandseg_core::Error::io(path, std::io::Error::other(e)))?;
+    glandseg_core::atomic::write_bytes(path, &bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scene(flip_i: bool) -> (Volume<f32>, Volume<u8>) {
+        // 60 x 40 x 20 mm; a "parotid_left" blob at +x (patient's left).
+        let mut g = Geometry::new([60, 40, 20], [1.0, 1.0, 2.0], [-30.0, -20.0, 0.0]);
+        if flip_i {
+            g = Geometry::new([60, 40, 20], [1.0, 1.0, 2.0], [29.0, -20.0, 0.0]).with_direction([
+                [-1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [0.0, 0.0, 1.0],
+            ]);
+        }
+        let mut ct = Volume::filled(g.clone(), 40.0f32);
+        let mut lab = Volume::filled(g.clone(), 0u8);
+        for k in 0..20 {
+            for j in 0..40 {
+                for i in 0..60 {
+                    let w = g.index_to_world([i as f64, j as f64, k as f64]);
+                    if (w[0] - 18.0).abs() < 6.0 && w[1].abs() < 6.0 && (w[2] - 20.0).abs() < 8.0 {
+                        lab.set(i, j, k, 1);
+                        ct.set(i, j, k, -50.0);
+                    }
+                }
+            }
+        }
+        (ct, lab)
+    }
+
+    #[test]
+    fn patients_left_is_on_the_images_right_in_axial_view() {
+        for flip in [false, true] {
+            let (ct, lab) = scene(flip);
+            let map = LabelMap::default();
+            let img = render_review(&ct, Some(&ct), &lab, &map, "test");
+            let col = label_color(&map, 1);
+            // First panel (axial through the parotid pair): find contour pixels.
+            let (w, _, _) = panel_points(
+                ct.geometry(),
+                &View {
+                    plane: Plane::Axial,
+                    at: 20.0,
+                    caption: String::new(),
+                },
+            );
+            let mut xs = Vec::new();
+            for y in TITLE_H + HEADER_H..TITLE_H + HEADER_H + PANEL {
+                for x in GAP..GAP + w {
+                    if *img.get_pixel(x, y) == col {
+                        xs.push(x - GAP);
+                    }
+                }
+            }
+            assert!(!xs.is_empty(), "contour drawn (flip {flip})");
+            let mean = xs.iter().sum::<u32>() as f64 / xs.len() as f64;
+            assert!(
+                mean > w as f64 * 0.6,
+                "left gland drawn on the image's right: mean x {mean} of {w} (flip {flip})"
+            );
+        }
+    }
+
+    #[test]
+    fn image_has_panels_legend_and_title() {
+        let (ct, lab) = scene(false);
+        let img = render_review(&ct, None, &lab, &LabelMap::default(), "GLAND_000");
+        assert_eq!(img.height(), TITLE_H + HEADER_H + PANEL + GAP + 22 + GAP);
+        // Title text is white somewhere in the title strip.
+        let white = (0..img.width())
+            .flat_map(|x| (0..TITLE_H).map(move |y| (x, y)))
+            .any(|(x, y)| *img.get_pixel(x, y) == Rgb([255, 255, 255]));
+        assert!(white);
+        let dir = std::env::temp_dir().join(format!("glandseg-viz-{}", std::process::id()));
+        let p = dir.join("x.png");
+        save_png(&p, &img).unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() > 100);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
