@@ -148,9 +148,30 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
         n: [0.0, 0.0, 1.0],
         d: -8.0 * size,
     };
+    // The orbits are openings in the skull's front: the eyes sit in them, not behind bone.
+    let orbits: Vec<Shape> = SIDES
+        .iter()
+        .map(|(s, _)| Shape::ellipsoid(sc([s * 33.0, -66.0, 38.0]), sc([19.0, 26.0, 17.0])))
+        .collect();
+    let vault = skull_outer
+        .clone()
+        .minus(vec![skull_inner.clone()])
+        .intersect(base_cut.clone());
+    // Skull base: a bony floor under the brain's posterior two thirds.
+    let base = skull_outer
+        .clone()
+        .intersect(Shape::HalfSpace {
+            n: [0.0, 0.0, -1.0],
+            d: 2.0 * size,
+        })
+        .intersect(base_cut.clone())
+        .intersect(Shape::HalfSpace {
+            n: [0.0, 1.0, 0.0],
+            d: -35.0 * size,
+        });
     push(
         "skull",
-        skull_outer.clone().intersect(base_cut.clone()),
+        Shape::Union(vec![vault, base]).minus(orbits.clone()),
         1100.0,
         0.3,
         0,
@@ -158,11 +179,14 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     );
     let brain_cut = Shape::HalfSpace {
         n: [0.0, 0.0, 1.0],
-        d: 0.0,
+        d: -2.0 * size,
     };
     push(
         "brain",
-        skull_inner.clone().intersect(brain_cut),
+        skull_inner
+            .clone()
+            .intersect(brain_cut)
+            .minus(orbits.clone()),
         35.0,
         u(rng, 0.15, 0.35),
         0,
@@ -202,7 +226,7 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     // --- orbits, eyes, lenses ---
     let mut lacrimal_shapes = Vec::new();
     for (s, _) in SIDES {
-        let eye_c = sc([s * 32.0, -58.0, 38.0]);
+        let eye_c = sc([s * 32.0, -68.0, 38.0]);
         push(
             "orbit_fat",
             Shape::ellipsoid(sc([s * 33.0, -52.0, 39.0]), sc([19.0, 22.0, 17.0])),
