@@ -1,0 +1,86 @@
+//! The command line as a user runs it.
+
+use std::process::Command;
+
+fn glandseg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_glandseg"))
+}
+
+#[test]
+fn phantom_writes_a_dataset_that_info_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ds");
+    let o = glandseg()
+        .args([
+            "phantom",
+            "--cases",
+            "2",
+            "--scale",
+            "0.35",
+            "--preview",
+            "--native",
+            "--seed",
+            "3",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("parotid_left"), "{stdout}");
+    for f in [
+        "dataset.json",
+        "imagesTr/GLAND_000_0000.nii.gz",
+        "imagesTr/GLAND_001_0001.nii.gz",
+        "labelsTr/GLAND_001.nii.gz",
+        "pet_native/GLAND_000.nii.gz",
+        "preview/GLAND_000.png",
+        "preview/GLAND_001.png",
+        "meta/GLAND_000.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let o = glandseg()
+        .args(["info", "--json"])
+        .arg(out.join("labelsTr/GLAND_000.nii.gz"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("meta/GLAND_000.json")).unwrap()).unwrap();
+    assert_eq!(j["shape"], meta["ct_shape"]);
+    assert_eq!(j["datatype"], "uint8");
+    assert_eq!(j["max"], 6.0);
+    assert_eq!(j["format_version"], 1);
+    let o = glandseg()
+        .arg("info")
+        .arg(out.join("imagesTr/GLAND_000_0000.nii.gz"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("int16") && text.contains("spacing"), "{text}");
+}
+
+#[test]
+fn errors_name_the_file_and_fail() {
+    let o = glandseg()
+        .args(["info", "/nonexistent/scan.nii.gz"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("/nonexistent/scan.nii.gz"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let o = glandseg()
+        .args(["phantom", "--cases", "0", "--out", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let o = glandseg()
+        .args(["phantom", "--fov", "whole-body", "--out", "/tmp/x"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
