@@ -1,6 +1,7 @@
 //! `glandseg`: the command line over the pipeline crates. Each subcommand is a thin layer
 //! that parses arguments, shows progress and turns errors into messages naming the file.
 
+mod evaluate;
 mod info;
 mod phantom;
 
@@ -24,6 +25,9 @@ enum Command {
     Phantom(phantom::PhantomArgs),
     /// Show what glandseg reads from a NIfTI file: grid (LPS), datatype, scaling, values.
     Info(info::InfoArgs),
+    /// Compare predicted label maps with reference ones: Dice, IoU, HD, HD95, ASSD,
+    /// surface Dice, volumes; per case and summarised per gland (CSV + JSON).
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Phantom(a) => phantom::run(a),
         Command::Info(a) => info::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,3 +84,50 @@ fn errors_name_the_file_and_fail() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn evaluate_writes_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let o = glandseg()
+        .args(["phantom", "--cases", "1", "--scale", "0.3", "--out"])
+        .arg(&ds)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = dir.path().join("eval");
+    let o = glandseg()
+        .arg("evaluate")
+        .arg(ds.join("labelsTr"))
+        .arg(ds.join("labelsTr"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    let row = csv.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("GLAND_000,1,parotid_left,1.000000,1.000000,0.000000,0.000000"),
+        "{row}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(j["summary"][0]["dice"]["mean"], 1.0);
+    // A reference on another grid is refused with both files named.
+    let ds2 = dir.path().join("ds2");
+    glandseg()
+        .args(["phantom", "--cases", "2", "--scale", "0.3", "--out"])
+        .arg(&ds2)
+        .output()
+        .unwrap();
+    let o = glandseg()
+        .arg("evaluate")
+        .arg(ds2.join("labelsTr/GLAND_001.nii.gz"))
+        .arg(ds.join("labelsTr/GLAND_000.nii.gz"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different grids"));
+}

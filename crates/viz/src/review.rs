@@ -236,7 +236,18 @@ pub fn render_review(
     let width = panels.iter().map(|p| p.0 + GAP).sum::<u32>() + GAP;
     let legend_h = 22;
     let height = TITLE_H + HEADER_H + rows * (PANEL + GAP) + legend_h + GAP;
-    let mut img = RgbImage::from_pixel(width.max(400), height, Rgb([16, 16, 16]));
+    let legend_w: u32 = label_map
+        .foreground()
+        .map(|(_, n)| 14 + text_width(n, 1) + 12)
+        .sum::<u32>()
+        + GAP
+        + if pet.is_some() {
+            8 + text_width("PET: SUV 0-99.9", 1)
+        } else {
+            0
+        };
+    let width = width.max(legend_w).max(text_width(title, 2) + 12);
+    let mut img = RgbImage::from_pixel(width, height, Rgb([16, 16, 16]));
     draw_text(&mut img, 6, 5, title, 2, Rgb([255, 255, 255]));
 
     // PET display range: SUV 0 .. max(10, 99.9th percentile).
