@@ -4,6 +4,7 @@
 mod evaluate;
 mod info;
 mod phantom;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,9 @@ enum Command {
     /// Compare predicted label maps with reference ones: Dice, IoU, HD, HD95, ASSD,
     /// surface Dice, volumes; per case and summarised per gland (CSV + JSON).
     Evaluate(evaluate::EvaluateArgs),
+    /// Per-gland volume, SUVmean/max/peak, SUV total, CT HU and centroid for a label map
+    /// (stats.json + stats.csv).
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Phantom(a) => phantom::run(a),
         Command::Info(a) => info::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Stats(a) => stats::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -131,3 +131,46 @@ fn evaluate_writes_metrics() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("different grids"));
 }
+
+#[test]
+fn stats_on_a_phantom_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    assert!(glandseg()
+        .args(["phantom", "--cases", "1", "--scale", "0.4", "--native", "--out"])
+        .arg(&ds)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = dir.path().join("stats");
+    let o = glandseg()
+        .arg("stats")
+        .arg("--labels")
+        .arg(ds.join("labelsTr/GLAND_000.nii.gz"))
+        .arg("--pet")
+        .arg(ds.join("pet_native/GLAND_000.nii.gz"))
+        .arg("--ct")
+        .arg(ds.join("imagesTr/GLAND_000_0000.nii.gz"))
+        .args(["--dilate", "3", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resampling"));
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("stats.json")).unwrap()).unwrap();
+    let p = &j["glands"][0];
+    assert_eq!(p["name"], "parotid_left");
+    let (mean, max, peak) = (
+        p["suv_mean"].as_f64().unwrap(),
+        p["suv_max"].as_f64().unwrap(),
+        p["suv_peak"].as_f64().unwrap(),
+    );
+    assert!(
+        mean > 2.0 && max >= peak && peak >= mean * 0.8,
+        "{mean} {max} {peak}"
+    );
+    assert!(p["dilated"]["volume_ml"].as_f64().unwrap() > p["volume_ml"].as_f64().unwrap());
+    assert!(out.join("stats.csv").is_file());
+}
