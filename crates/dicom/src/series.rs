@@ -195,7 +195,8 @@ pub fn scan_folder(path: &Path) -> Result<ScanResult, DicomError> {
     }
     files.sort();
     use rayon::prelude::*;
-    let headers: Vec<(PathBuf, Result<(SeriesInfo, SliceInfo), String>)> = files
+    type Header = Result<(SeriesInfo, SliceInfo), String>;
+    let headers: Vec<(PathBuf, Header)> = files
         .into_par_iter()
         .map(|f| {
             let r = read_slice_header(&f);
