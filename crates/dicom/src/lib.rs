@@ -7,6 +7,7 @@
 //! SliceThickness (a 3 mm slice is often reconstructed every 2 mm).
 
 pub mod series;
+pub mod suv;
 
 pub use series::{
     load_series, scan_folder, DicomError, LoadedSeries, ScanResult, SeriesInfo, SliceInfo,
