@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// A NIfTI file (.nii or .nii.gz).
+    /// A NIfTI file (.nii or .nii.gz), a DICOM file, or a folder of DICOM files.
     path: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -41,7 +41,15 @@ struct NiftiInfo {
     description: String,
 }
 
+fn is_nifti(p: &std::path::Path) -> bool {
+    let n = p.to_string_lossy();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
 pub fn run(a: InfoArgs) -> Result<()> {
+    if a.path.is_dir() || (a.path.is_file() && !is_nifti(&a.path)) {
+        return dicom_info(&a);
+    }
     let img = glandseg_nifti::read_nifti(&a.path)
         .with_context(|| format!("reading {}", a.path.display()))?;
     let h = &img.header;
@@ -120,5 +128,157 @@ pub fn run(a: InfoArgs) -> Result<()> {
             ""
         }
     );
+    Ok(())
+}
+
+/// One series in `glandseg info --json` for DICOM (format version 1).
+#[derive(Serialize)]
+struct SeriesJson {
+    series_instance_uid: String,
+    study_instance_uid: String,
+    frame_of_reference_uid: String,
+    modality: String,
+    description: String,
+    files: usize,
+    /// Present when the series loads as a volume.
+    shape: Option<[usize; 3]>,
+    spacing_mm: Option<[f64; 3]>,
+    origin_lps_mm: Option<[f64; 3]>,
+    direction_lps: Option<[[f64; 3]; 3]>,
+    orientation: Option<String>,
+    min: Option<f64>,
+    max: Option<f64>,
+    /// Why the series does not load as a volume.
+    load_error: Option<String>,
+    /// PET only: SUV factors with the tags they came from, or why there are none.
+    suv: Option<glandseg_dicom::suv::SuvFactors>,
+    suv_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DicomInfo {
+    format_version: u32,
+    path: String,
+    kind: &'static str,
+    series: Vec<SeriesJson>,
+    skipped: Vec<(String, String)>,
+}
+
+fn dicom_info(a: &InfoArgs) -> Result<()> {
+    let scan = glandseg_dicom::scan_folder(&a.path)?;
+    let mut series = Vec::new();
+    for s in &scan.series {
+        let loaded = glandseg_dicom::load_series(s);
+        let mut j = match &loaded {
+            Ok(l) => {
+                let g = l.volume.geometry();
+                let mm = l.volume.min_max();
+                SeriesJson {
+                    series_instance_uid: s.series_instance_uid.clone(),
+                    study_instance_uid: s.study_instance_uid.clone(),
+                    frame_of_reference_uid: s.frame_of_reference_uid.clone(),
+                    modality: s.modality.clone(),
+                    description: s.description.clone(),
+                    files: s.slices.len(),
+                    shape: Some(g.shape),
+                    spacing_mm: Some(g.spacing),
+                    origin_lps_mm: Some(g.origin),
+                    direction_lps: Some(g.direction),
+                    orientation: Some(g.orientation_code()),
+                    min: mm.map(|m| m.0),
+                    max: mm.map(|m| m.1),
+                    load_error: None,
+                    suv: None,
+                    suv_error: None,
+                }
+            }
+            Err(e) => SeriesJson {
+                series_instance_uid: s.series_instance_uid.clone(),
+                study_instance_uid: s.study_instance_uid.clone(),
+                frame_of_reference_uid: s.frame_of_reference_uid.clone(),
+                modality: s.modality.clone(),
+                description: s.description.clone(),
+                files: s.slices.len(),
+                shape: None,
+                spacing_mm: None,
+                origin_lps_mm: None,
+                direction_lps: None,
+                orientation: None,
+                min: None,
+                max: None,
+                load_error: Some(e.to_string()),
+                suv: None,
+                suv_error: None,
+            },
+        };
+        if s.modality == "PT" {
+            match glandseg_dicom::suv::suv_factors_of_file(&s.slices[0].path) {
+                Ok(f) => j.suv = Some(f),
+                Err(e) => j.suv_error = Some(e),
+            }
+        }
+        series.push(j);
+    }
+    let info = DicomInfo {
+        format_version: 1,
+        path: a.path.display().to_string(),
+        kind: "dicom",
+        series,
+        skipped: scan
+            .skipped
+            .iter()
+            .map(|(p, w)| (p.display().to_string(), w.clone()))
+            .collect(),
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!(
+        "{}: {} series, {} other files",
+        info.path,
+        info.series.len(),
+        info.skipped.len()
+    );
+    for s in &info.series {
+        println!(
+            "  {} {:?} ({} files)  series {}",
+            s.modality, s.description, s.files, s.series_instance_uid
+        );
+        match (&s.shape, &s.load_error) {
+            (Some(shape), _) => {
+                let sp = s.spacing_mm.unwrap_or_default();
+                let o = s.origin_lps_mm.unwrap_or_default();
+                println!(
+                    "    shape {:?}  spacing {:.4} x {:.4} x {:.4} mm  orientation {}",
+                    shape,
+                    sp[0],
+                    sp[1],
+                    sp[2],
+                    s.orientation.clone().unwrap_or_default()
+                );
+                println!(
+                    "    origin ({:.3}, {:.3}, {:.3}) mm LPS  values {:.3} .. {:.3}",
+                    o[0],
+                    o[1],
+                    o[2],
+                    s.min.unwrap_or(f64::NAN),
+                    s.max.unwrap_or(f64::NAN)
+                );
+            }
+            (None, Some(e)) => println!("    not loadable: {e}"),
+            _ => {}
+        }
+        if let Some(f) = &s.suv {
+            println!(
+                "    SUVbw factor {:.6e}  ({})",
+                f.suvbw,
+                f.derivation.join("; ")
+            );
+        }
+        if let Some(e) = &s.suv_error {
+            println!("    no SUV: {e}");
+        }
+    }
     Ok(())
 }
