@@ -4,6 +4,7 @@
 mod evaluate;
 mod info;
 mod phantom;
+mod plan;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Write the built-in synthetic head-and-neck PSMA PET/CT cohort (nnU-Net raw layout).
     Phantom(phantom::PhantomArgs),
+    /// Fingerprint a dataset (nnU-Net raw layout) and write a training plan (plans.json).
+    Plan(plan::PlanArgs),
     /// Show what glandseg reads from a NIfTI file: grid (LPS), datatype, scaling, values.
     Info(info::InfoArgs),
     /// Compare predicted label maps with reference ones: Dice, IoU, HD, HD95, ASSD,
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Phantom(a) => phantom::run(a),
         Command::Info(a) => info::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Stats(a) => stats::run(a),
     };

@@ -177,15 +177,27 @@ fn stats_on_a_phantom_case() {
 
 #[test]
 fn info_reads_dicom_folders_and_pet_suv() {
-    let td = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/dicom");
+    let td =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/dicom");
     assert!(td.is_dir(), "test data missing at {}", td.display());
-    let o = glandseg().args(["info", "--json"]).arg(td.join("ct_series")).output().unwrap();
+    let o = glandseg()
+        .args(["info", "--json"])
+        .arg(td.join("ct_series"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["kind"], "dicom");
     assert_eq!(j["series"][0]["shape"], serde_json::json!([512, 512, 20]));
     assert_eq!(j["series"][0]["spacing_mm"][2], 2.0);
-    let o = glandseg().args(["info", "--json"]).arg(td.join("pet_suv/ge_acrin_nsclc_fdg_pet_ACRIN-NSCLC-FDG-PET-196_023.dcm")).output().unwrap();
+    let o = glandseg()
+        .args(["info", "--json"])
+        .arg(td.join("pet_suv/ge_acrin_nsclc_fdg_pet_ACRIN-NSCLC-FDG-PET-196_023.dcm"))
+        .output()
+        .unwrap();
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(j["series"][0]["suv_error"].as_str().unwrap().contains("PatientWeight"));
+    assert!(j["series"][0]["suv_error"]
+        .as_str()
+        .unwrap()
+        .contains("PatientWeight"));
 }

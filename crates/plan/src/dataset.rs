@@ -1,0 +1,137 @@
+//! An nnU-Net raw dataset folder: `dataset.json`, `imagesTr/CASE_XXXX.nii.gz` per channel,
+//! `labelsTr/CASE.nii.gz`. Reading it checks what nnU-Net checks and says which file and
+//! field is wrong.
+
+use glandseg_core::LabelMap;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+fn invalid(path: &Path, msg: impl Into<String>) -> DatasetError {
+    DatasetError::Invalid {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub id: String,
+    /// One image per channel, in channel order.
+    pub images: Vec<PathBuf>,
+    pub label: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub channels: Vec<String>,
+    pub labels: LabelMap,
+    pub file_ending: String,
+    pub cases: Vec<Case>,
+}
+
+impl Dataset {
+    pub fn open(root: &Path) -> Result<Dataset, DatasetError> {
+        let dj = root.join("dataset.json");
+        let text =
+            std::fs::read_to_string(&dj).map_err(|e| invalid(&dj, format!("cannot read: {e}")))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| invalid(&dj, format!("not valid JSON: {e}")))?;
+        let ch = v["channel_names"]
+            .as_object()
+            .or_else(|| v["modality"].as_object())
+            .ok_or_else(|| {
+                invalid(
+                    &dj,
+                    "field \"channel_names\" is missing (e.g. {\"0\": \"CT\", \"1\": \"PET\"})",
+                )
+            })?;
+        let mut channels = vec![String::new(); ch.len()];
+        for (k, name) in ch {
+            let i: usize = k
+                .parse()
+                .map_err(|_| invalid(&dj, format!("channel_names key {k:?} is not a number")))?;
+            if i >= channels.len() {
+                return Err(invalid(
+                    &dj,
+                    format!("channel_names keys must be 0..{}", channels.len() - 1),
+                ));
+            }
+            channels[i] = name.as_str().unwrap_or_default().to_string();
+        }
+        let labels = LabelMap::from_nnunet_labels(&v["labels"])
+            .map_err(|e| invalid(&dj, format!("field \"labels\": {e}")))?;
+        let file_ending = v["file_ending"].as_str().unwrap_or(".nii.gz").to_string();
+        let label_dir = root.join("labelsTr");
+        let entries = std::fs::read_dir(&label_dir)
+            .map_err(|e| invalid(&label_dir, format!("cannot read folder: {e}")))?;
+        let mut cases = Vec::new();
+        for e in entries {
+            let p = e.map_err(|e| invalid(&label_dir, e.to_string()))?.path();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let Some(id) = name.strip_suffix(&file_ending) else {
+                continue;
+            };
+            let images: Vec<PathBuf> = (0..channels.len())
+                .map(|c| {
+                    root.join("imagesTr")
+                        .join(format!("{id}_{c:04}{file_ending}"))
+                })
+                .collect();
+            if let Some(missing) = images.iter().find(|p| !p.is_file()) {
+                return Err(invalid(
+                    missing,
+                    format!(
+                        "image of case {id} is missing (every case needs one file per channel)"
+                    ),
+                ));
+            }
+            cases.push(Case {
+                id: id.to_string(),
+                images,
+                label: p,
+            });
+        }
+        cases.sort_by(|a, b| a.id.cmp(&b.id));
+        if cases.is_empty() {
+            return Err(invalid(
+                &label_dir,
+                format!("no label files ending in {file_ending}"),
+            ));
+        }
+        if let Some(n) = v["numTraining"].as_u64() {
+            if n as usize != cases.len() {
+                return Err(invalid(
+                    &dj,
+                    format!(
+                        "numTraining is {n} but labelsTr holds {} cases",
+                        cases.len()
+                    ),
+                ));
+            }
+        }
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            channels,
+            labels,
+            file_ending,
+            cases,
+        })
+    }
+
+    /// Index of the channel whose name says it is CT / PET (case-insensitive).
+    pub fn channel_index(&self, name: &str) -> Option<usize> {
+        self.channels
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(name))
+    }
+}

@@ -1,0 +1,417 @@
+//! nnU-Net's planning rules, written out so that each one can be tested on made-up
+//! fingerprints:
+//!
+//! - target spacing = median spacing per axis; on an anisotropic axis (spacing > 3x the
+//!   others and, in voxels, < 1/3 of the others' median size) the 10th percentile instead,
+//!   so thin-slice cases are not thrown away;
+//! - topology: downsample an axis while it stays >= 4 voxels and its spacing is within 2x
+//!   of the finest current spacing; kernel 3 on axes within 2x of the finest spacing, else
+//!   1; features 32 * 2^i capped at 320 (GPU) or 16 * 2^i capped at 128 (CPU preset);
+//! - patch size: start from the median shape at the target spacing and shrink the axis that
+//!   is largest relative to that median until the estimated training memory fits the
+//!   budget; every axis divisible by its total downsampling;
+//! - batch size: as many as fit the budget, at least 2, at most what covers 5 % of the
+//!   dataset's voxels per step;
+//! - normalisation: CT clipped to the foreground 0.5-99.5 percentiles, then z-scored with
+//!   the foreground mean and std; PET (SUV) as ln(1 + SUV) clipped the same way, then
+//!   z-scored: uptake is heavy-tailed (glands 10-20, background < 1), and the log keeps
+//!   both ends apart instead of squashing the background to one value.
+
+use crate::fingerprint::Fingerprint;
+use glandseg_core::LabelMap;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum Normalization {
+    /// clip to [lo, hi], then (x - mean) / std.
+    ClipZscore {
+        lo: f64,
+        hi: f64,
+        mean: f64,
+        std: f64,
+    },
+    /// y = ln(1 + max(x, 0)), clip y to [0, hi], then (y - mean) / std.
+    Log1pZscore { hi: f64, mean: f64, std: f64 },
+}
+
+impl Normalization {
+    pub fn apply(&self, x: f32) -> f32 {
+        match *self {
+            Normalization::ClipZscore { lo, hi, mean, std } => {
+                ((x as f64).clamp(lo, hi) - mean) as f32 / std.max(1e-8) as f32
+            }
+            Normalization::Log1pZscore { hi, mean, std } => {
+                (((x as f64).max(0.0).ln_1p()).min(hi) - mean) as f32 / std.max(1e-8) as f32
+            }
+        }
+    }
+}
+
+/// One resolution level of the U-Net.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    pub features: usize,
+    /// Convolution kernel per axis (i, j, k).
+    pub kernel: [usize; 3],
+    /// Downsampling stride into this stage (1 for the first).
+    pub stride: [usize; 3],
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlanOptions {
+    /// Memory the training may use, GB (CPU RAM or GPU memory).
+    pub budget_gb: f64,
+    /// "cpu" (narrow network) or "gpu" (nnU-Net's widths).
+    pub preset: String,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            budget_gb: 4.0,
+            preset: "cpu".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub glandseg_version: String,
+    pub channels: Vec<String>,
+    pub labels: LabelMap,
+    pub lateral_pairs: Vec<(String, String)>,
+    pub target_spacing: [f64; 3],
+    pub median_shape_at_target: [usize; 3],
+    pub patch_size: [usize; 3],
+    pub batch_size: usize,
+    pub stages: Vec<Stage>,
+    pub normalization: Vec<Normalization>,
+    pub options: PlanOptions,
+    pub estimated_memory_gb: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let pos = q / 100.0 * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(v.len() - 1);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+/// Median spacing, with nnU-Net's rule for anisotropic axes.
+pub fn target_spacing(spacings: &[[f64; 3]], shapes: &[[usize; 3]]) -> [f64; 3] {
+    let mut t = [0.0; 3];
+    let mut size = [0.0; 3];
+    for a in 0..3 {
+        t[a] = median(spacings.iter().map(|s| s[a]).collect());
+        size[a] = median(shapes.iter().map(|s| s[a] as f64).collect());
+    }
+    let worst = (0..3).max_by(|&a, &b| t[a].total_cmp(&t[b])).unwrap_or(2);
+    let others: Vec<usize> = (0..3).filter(|&a| a != worst).collect();
+    let max_other_sp = others.iter().map(|&a| t[a]).fold(0.0, f64::max);
+    let min_other_size = others
+        .iter()
+        .map(|&a| size[a])
+        .fold(f64::INFINITY, f64::min);
+    if t[worst] > 3.0 * max_other_sp && size[worst] * 3.0 < min_other_size {
+        let p10 = percentile(spacings.iter().map(|s| s[worst]).collect(), 10.0);
+        t[worst] = if p10 < max_other_sp {
+            max_other_sp + 1e-5
+        } else {
+            p10
+        };
+    }
+    t
+}
+
+/// Stages for a patch at `spacing`: strides and kernels by nnU-Net's rules.
+pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: &str) -> Vec<Stage> {
+    let (base, cap) = if preset == "gpu" {
+        (32, 320)
+    } else {
+        (16, 128)
+    };
+    let mut stages = Vec::new();
+    let mut sp = spacing;
+    let mut size = patch.map(|p| p as f64);
+    let mut stride = [1usize; 3];
+    for i in 0..7 {
+        let min_sp = sp.iter().cloned().fold(f64::INFINITY, f64::min);
+        let kernel = [0, 1, 2].map(|a| if sp[a] <= 2.0 * min_sp { 3 } else { 1 });
+        stages.push(Stage {
+            features: (base << i).min(cap),
+            kernel,
+            stride,
+        });
+        // Which axes can go down once more?
+        let next = [0, 1, 2].map(|a| {
+            if size[a] / 2.0 >= 4.0 && sp[a] <= 2.0 * min_sp {
+                2
+            } else {
+                1
+            }
+        });
+        if next == [1, 1, 1] {
+            break;
+        }
+        for a in 0..3 {
+            size[a] /= next[a] as f64;
+            sp[a] *= next[a] as f64;
+        }
+        stride = next;
+    }
+    stages
+}
+
+/// Total downsampling factor per axis.
+pub fn total_stride(stages: &[Stage]) -> [usize; 3] {
+    let mut t = [1; 3];
+    for s in stages {
+        for a in 0..3 {
+            t[a] *= s.stride[a];
+        }
+    }
+    t
+}
+
+/// Training memory (GB) of one step: activations kept for the backward pass of every
+/// conv/norm/activation in encoder and decoder, plus the weights with optimiser state.
+/// A conservative model (measured against burn's flex backend later), not a promise.
+pub fn estimate_memory_gb(
+    patch: [usize; 3],
+    stages: &[Stage],
+    batch: usize,
+    channels: usize,
+) -> f64 {
+    let mut vox = (patch[0] * patch[1] * patch[2]) as f64;
+    let mut act = vox * channels as f64;
+    let mut params = 0.0;
+    let mut prev = channels as f64;
+    for s in stages {
+        vox /= (s.stride[0] * s.stride[1] * s.stride[2]) as f64;
+        let f = s.features as f64;
+        // encoder: 2 x (conv, norm, act) = 6 tensors; decoder about the same plus the skip.
+        act += vox * f * 13.0;
+        let k = (s.kernel[0] * s.kernel[1] * s.kernel[2]) as f64;
+        params += k * (prev * f + f * f) * 2.0;
+        prev = f;
+    }
+    (act * batch as f64 * 4.0 + params * 4.0 * 4.0) / 1e9
+}
+
+pub fn make_plan(
+    fp: &Fingerprint,
+    labels: &LabelMap,
+    channels: &[String],
+    opts: &PlanOptions,
+) -> Plan {
+    let spacing = target_spacing(&fp.spacings, &fp.shapes_after_crop);
+    let mut med = [0usize; 3];
+    for a in 0..3 {
+        med[a] = median(
+            fp.spacings
+                .iter()
+                .zip(&fp.shapes_after_crop)
+                .map(|(s, n)| n[a] as f64 * s[a] / spacing[a])
+                .collect(),
+        )
+        .round()
+        .max(8.0) as usize;
+    }
+    // Patch: start at the median shape (capped at 256 per axis), shrink the axis largest
+    // relative to the median until batch 2 fits the budget.
+    let mut patch = med.map(|m| m.min(256));
+    let fit = |patch: [usize; 3]| -> (Vec<Stage>, [usize; 3]) {
+        let stages = topology(patch, spacing, &opts.preset);
+        let t = total_stride(&stages);
+        let p = [0, 1, 2].map(|a| patch[a].div_ceil(t[a]) * t[a]);
+        (stages, p)
+    };
+    let (mut stages, mut padded) = fit(patch);
+    let mut guard = 0;
+    while estimate_memory_gb(padded, &stages, 2, channels.len()) > opts.budget_gb && guard < 200 {
+        let a = (0..3)
+            .max_by(|&a, &b| {
+                (patch[a] as f64 / med[a] as f64).total_cmp(&(patch[b] as f64 / med[b] as f64))
+            })
+            .unwrap_or(0);
+        let t = total_stride(&stages);
+        patch[a] = patch[a].saturating_sub(t[a].max(4)).max(8);
+        (stages, padded) = fit(patch);
+        guard += 1;
+    }
+    let per_sample = estimate_memory_gb(padded, &stages, 1, channels.len());
+    let fit_batch = (opts.budget_gb / per_sample).floor().max(2.0) as usize;
+    let dataset_vox: f64 = fp
+        .spacings
+        .iter()
+        .zip(&fp.shapes_after_crop)
+        .map(|(s, n)| {
+            (0..3)
+                .map(|a| n[a] as f64 * s[a] / spacing[a])
+                .product::<f64>()
+        })
+        .sum();
+    let cover = ((0.05 * dataset_vox) / (padded.iter().product::<usize>() as f64))
+        .floor()
+        .max(2.0) as usize;
+    let batch_size = fit_batch.min(cover).max(2);
+    let normalization = fp
+        .channels
+        .iter()
+        .map(|c| {
+            if c.name.eq_ignore_ascii_case("PET")
+                || c.name.eq_ignore_ascii_case("PT")
+                || c.name.to_ascii_lowercase().contains("suv")
+            {
+                Normalization::Log1pZscore {
+                    hi: c.p99_5.max(0.0).ln_1p(),
+                    mean: c.log1p_mean,
+                    std: c.log1p_std.max(1e-6),
+                }
+            } else {
+                Normalization::ClipZscore {
+                    lo: c.p00_5,
+                    hi: c.p99_5,
+                    mean: c.mean,
+                    std: c.std.max(1e-6),
+                }
+            }
+        })
+        .collect();
+    Plan {
+        glandseg_version: env!("CARGO_PKG_VERSION").into(),
+        channels: channels.to_vec(),
+        labels: labels.clone(),
+        lateral_pairs: fp.lateral_pairs.clone(),
+        target_spacing: spacing,
+        median_shape_at_target: med,
+        patch_size: padded,
+        batch_size,
+        estimated_memory_gb: estimate_memory_gb(padded, &stages, batch_size, channels.len()),
+        stages,
+        normalization,
+        options: opts.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_spacing_for_isotropic_data() {
+        let sp = vec![[1.0, 1.0, 2.0], [0.8, 0.8, 1.5], [1.2, 1.2, 3.0]];
+        let sh = vec![[200, 200, 120]; 3];
+        assert_eq!(target_spacing(&sp, &sh), [1.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn anisotropic_axis_takes_the_10th_percentile() {
+        // 5 mm slices in most cases, one at 4 mm: thin in voxels too.
+        let sp = vec![
+            [0.7, 0.7, 5.0],
+            [0.7, 0.7, 5.0],
+            [0.7, 0.7, 4.0],
+            [0.7, 0.7, 5.0],
+            [0.7, 0.7, 5.0],
+        ];
+        let sh = vec![[512, 512, 40]; 5];
+        let t = target_spacing(&sp, &sh);
+        assert!((t[2] - 4.4).abs() < 1e-9, "{t:?}");
+        // Not anisotropic in voxels (many slices): plain median.
+        let sh = vec![[512, 512, 400]; 5];
+        assert_eq!(target_spacing(&sp, &sh)[2], 5.0);
+    }
+
+    #[test]
+    fn topology_stops_at_4_voxels_and_skips_coarse_axes() {
+        let st = topology([128, 128, 32], [1.0, 1.0, 3.0], "cpu");
+        // k is 3x coarser: kernel 1 and no downsampling there until i/j catch up.
+        assert_eq!(st[0].kernel, [3, 3, 1]);
+        assert_eq!(st[1].stride, [2, 2, 1]);
+        assert_eq!(st[2].stride, [2, 2, 2]);
+        let t = total_stride(&st);
+        for a in 0..3 {
+            assert!([128, 128, 32][a] / t[a] >= 4, "{t:?}");
+        }
+        assert_eq!(st.last().unwrap().features, 128);
+        assert_eq!(topology([64; 3], [1.0; 3], "gpu")[1].features, 64);
+    }
+
+    #[test]
+    fn patch_shrinks_to_fit_the_budget_and_stays_divisible() {
+        let fp = crate::fingerprint::Fingerprint {
+            case_ids: vec!["a".into(); 10],
+            spacings: vec![[1.0, 1.0, 2.0]; 10],
+            shapes_after_crop: vec![[200, 220, 150]; 10],
+            channels: vec![
+                crate::fingerprint::channel_stats("CT", vec![-50.0, 0.0, 40.0, 60.0]),
+                crate::fingerprint::channel_stats("PET", vec![5.0, 10.0, 15.0]),
+            ],
+            label_volumes_ml: Default::default(),
+            lateral_pairs: vec![],
+        };
+        let ch = vec!["CT".to_string(), "PET".to_string()];
+        let small = make_plan(
+            &fp,
+            &LabelMap::default(),
+            &ch,
+            &PlanOptions {
+                budget_gb: 0.5,
+                preset: "cpu".into(),
+            },
+        );
+        let big = make_plan(
+            &fp,
+            &LabelMap::default(),
+            &ch,
+            &PlanOptions {
+                budget_gb: 8.0,
+                preset: "cpu".into(),
+            },
+        );
+        assert!(
+            small.patch_size.iter().product::<usize>() < big.patch_size.iter().product::<usize>()
+        );
+        assert!(
+            small.estimated_memory_gb <= 0.5 * 1.5,
+            "{}",
+            small.estimated_memory_gb
+        );
+        for p in [&small, &big] {
+            let t = total_stride(&p.stages);
+            for a in 0..3 {
+                assert_eq!(p.patch_size[a] % t[a], 0);
+            }
+            assert!(p.batch_size >= 2);
+        }
+        assert!(matches!(
+            small.normalization[0],
+            Normalization::ClipZscore { .. }
+        ));
+        assert!(matches!(
+            small.normalization[1],
+            Normalization::Log1pZscore { .. }
+        ));
+        // CT outside the clip range saturates; PET log keeps order.
+        let n = &small.normalization[0];
+        assert_eq!(n.apply(5000.0), n.apply(60.0));
+        let p = &small.normalization[1];
+        assert!(p.apply(1.0) < p.apply(8.0));
+    }
+}
