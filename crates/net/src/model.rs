@@ -1,0 +1,154 @@
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::{InstanceNorm, InstanceNormConfig, LeakyRelu, LeakyReluConfig, PaddingConfig3d};
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use glandseg_plan::Stage;
+
+/// conv -> InstanceNorm(affine) -> LeakyReLU(0.01).
+#[derive(Module, Debug)]
+pub struct ConvNormAct<B: Backend> {
+    conv: Conv3d<B>,
+    norm: InstanceNorm<B>,
+    act: LeakyRelu,
+}
+
+/// Plan axes are (i, j, k); burn's are (D, H, W) = (k, j, i).
+fn dhw(v: [usize; 3]) -> [usize; 3] {
+    [v[2], v[1], v[0]]
+}
+
+impl<B: Backend> ConvNormAct<B> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        kernel: [usize; 3],
+        stride: [usize; 3],
+        device: &B::Device,
+    ) -> Self {
+        let k = dhw(kernel);
+        let conv = Conv3dConfig::new([cin, cout], k)
+            .with_stride(dhw(stride))
+            .with_padding(PaddingConfig3d::Explicit(k[0] / 2, k[1] / 2, k[2] / 2))
+            .with_bias(true)
+            .init(device);
+        ConvNormAct {
+            conv,
+            norm: InstanceNormConfig::new(cout)
+                .with_affine(true)
+                .with_epsilon(1e-5)
+                .init(device),
+            act: LeakyReluConfig::new().with_negative_slope(0.01).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        self.act.forward(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+/// Two ConvNormAct; the first may downsample.
+#[derive(Module, Debug)]
+pub struct StageBlock<B: Backend> {
+    a: ConvNormAct<B>,
+    b: ConvNormAct<B>,
+}
+
+impl<B: Backend> StageBlock<B> {
+    fn new(
+        cin: usize,
+        cout: usize,
+        kernel: [usize; 3],
+        stride: [usize; 3],
+        device: &B::Device,
+    ) -> Self {
+        StageBlock {
+            a: ConvNormAct::new(cin, cout, kernel, stride, device),
+            b: ConvNormAct::new(cout, cout, kernel, [1, 1, 1], device),
+        }
+    }
+    fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        self.b.forward(self.a.forward(x))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UNetConfig {
+    pub in_channels: usize,
+    pub num_classes: usize,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Module, Debug)]
+pub struct UNet<B: Backend> {
+    encoder: Vec<StageBlock<B>>,
+    up: Vec<ConvTranspose3d<B>>,
+    decoder: Vec<StageBlock<B>>,
+    /// One 1x1x1 head per decoder stage, finest first.
+    heads: Vec<Conv3d<B>>,
+}
+
+impl UNetConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
+        let s = &self.stages;
+        let mut encoder = Vec::new();
+        let mut cin = self.in_channels;
+        for st in s {
+            encoder.push(StageBlock::new(
+                cin,
+                st.features,
+                st.kernel,
+                st.stride,
+                device,
+            ));
+            cin = st.features;
+        }
+        // Decoder from the second-deepest stage up to the first.
+        let (mut up, mut decoder, mut heads) = (Vec::new(), Vec::new(), Vec::new());
+        for lvl in (0..s.len() - 1).rev() {
+            let below = s[lvl + 1].features;
+            let f = s[lvl].features;
+            let stride = dhw(s[lvl + 1].stride);
+            up.push(
+                ConvTranspose3dConfig::new([below, f], stride)
+                    .with_stride(stride)
+                    .init(device),
+            );
+            decoder.push(StageBlock::new(2 * f, f, s[lvl].kernel, [1, 1, 1], device));
+            heads.push(Conv3dConfig::new([f, self.num_classes], [1, 1, 1]).init(device));
+        }
+        UNet {
+            encoder,
+            up,
+            decoder,
+            heads,
+        }
+    }
+}
+
+impl<B: Backend> UNet<B> {
+    /// Logits at every decoder resolution, finest (full resolution) first.
+    pub fn forward_all(&self, x: Tensor<B, 5>) -> Vec<Tensor<B, 5>> {
+        let mut skips = Vec::new();
+        let mut h = x;
+        for (n, e) in self.encoder.iter().enumerate() {
+            h = e.forward(h);
+            if n + 1 < self.encoder.len() {
+                skips.push(h.clone());
+            }
+        }
+        let mut outs = Vec::new();
+        for ((up, dec), head) in self.up.iter().zip(&self.decoder).zip(&self.heads) {
+            let skip = skips.pop().expect("one skip per decoder stage");
+            h = dec.forward(Tensor::cat(vec![up.forward(h), skip], 1));
+            outs.push(head.forward(h.clone()));
+        }
+        outs.reverse();
+        outs
+    }
+
+    /// Full-resolution logits only (inference).
+    pub fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        self.forward_all(x).swap_remove(0)
+    }
+}
