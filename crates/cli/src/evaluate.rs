@@ -1,6 +1,5 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use glandseg_core::LabelMap;
 use glandseg_eval::report::{summarise, write_csv, write_json, CaseMetrics};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -76,17 +75,7 @@ fn pairs(pred: &Path, reference: &Path) -> Result<Vec<(String, PathBuf, PathBuf)
 }
 
 pub fn run(a: EvaluateArgs) -> Result<()> {
-    let map = match &a.labels {
-        Some(p) => {
-            let v: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("{}: not valid JSON", p.display()))?;
-            LabelMap::from_nnunet_labels(&v["labels"])
-                .with_context(|| format!("{}: field \"labels\"", p.display()))?
-        }
-        None => LabelMap::default(),
-    };
+    let map = crate::label_map(a.labels.as_deref())?;
     let pairs = pairs(&a.pred, &a.reference)?;
     let bar = ProgressBar::new(pairs.len() as u64);
     bar.set_style(

@@ -168,49 +168,38 @@ fn dicom_info(a: &InfoArgs) -> Result<()> {
     let scan = glandseg_dicom::scan_folder(&a.path)?;
     let mut series = Vec::new();
     for s in &scan.series {
-        let loaded = glandseg_dicom::load_series(s);
-        let mut j = match &loaded {
+        let mut j = SeriesJson {
+            series_instance_uid: s.series_instance_uid.clone(),
+            study_instance_uid: s.study_instance_uid.clone(),
+            frame_of_reference_uid: s.frame_of_reference_uid.clone(),
+            modality: s.modality.clone(),
+            description: s.description.clone(),
+            files: s.slices.len(),
+            shape: None,
+            spacing_mm: None,
+            origin_lps_mm: None,
+            direction_lps: None,
+            orientation: None,
+            min: None,
+            max: None,
+            load_error: None,
+            suv: None,
+            suv_error: None,
+        };
+        match glandseg_dicom::load_series(s) {
             Ok(l) => {
                 let g = l.volume.geometry();
                 let mm = l.volume.min_max();
-                SeriesJson {
-                    series_instance_uid: s.series_instance_uid.clone(),
-                    study_instance_uid: s.study_instance_uid.clone(),
-                    frame_of_reference_uid: s.frame_of_reference_uid.clone(),
-                    modality: s.modality.clone(),
-                    description: s.description.clone(),
-                    files: s.slices.len(),
-                    shape: Some(g.shape),
-                    spacing_mm: Some(g.spacing),
-                    origin_lps_mm: Some(g.origin),
-                    direction_lps: Some(g.direction),
-                    orientation: Some(g.orientation_code()),
-                    min: mm.map(|m| m.0),
-                    max: mm.map(|m| m.1),
-                    load_error: None,
-                    suv: None,
-                    suv_error: None,
-                }
+                j.shape = Some(g.shape);
+                j.spacing_mm = Some(g.spacing);
+                j.origin_lps_mm = Some(g.origin);
+                j.direction_lps = Some(g.direction);
+                j.orientation = Some(g.orientation_code());
+                j.min = mm.map(|m| m.0);
+                j.max = mm.map(|m| m.1);
             }
-            Err(e) => SeriesJson {
-                series_instance_uid: s.series_instance_uid.clone(),
-                study_instance_uid: s.study_instance_uid.clone(),
-                frame_of_reference_uid: s.frame_of_reference_uid.clone(),
-                modality: s.modality.clone(),
-                description: s.description.clone(),
-                files: s.slices.len(),
-                shape: None,
-                spacing_mm: None,
-                origin_lps_mm: None,
-                direction_lps: None,
-                orientation: None,
-                min: None,
-                max: None,
-                load_error: Some(e.to_string()),
-                suv: None,
-                suv_error: None,
-            },
-        };
+            Err(e) => j.load_error = Some(e.to_string()),
+        }
         if s.modality == "PT" {
             match glandseg_dicom::suv::suv_factors_of_file(&s.slices[0].path) {
                 Ok(f) => j.suv = Some(f),

@@ -7,7 +7,9 @@ mod phantom;
 mod plan;
 mod stats;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use glandseg_core::LabelMap;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -53,4 +55,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The label map named by a dataset.json's "labels", or glandseg's default map.
+pub(crate) fn label_map(dataset_json: Option<&std::path::Path>) -> anyhow::Result<LabelMap> {
+    let Some(p) = dataset_json else {
+        return Ok(LabelMap::default());
+    };
+    let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not valid JSON", p.display()))?;
+    LabelMap::from_nnunet_labels(&v["labels"])
+        .with_context(|| format!("{}: field \"labels\"", p.display()))
 }

@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clap::Args;
-use glandseg_core::{geometry::GRID_TOLERANCE, LabelMap, Volume};
+use glandseg_core::{geometry::GRID_TOLERANCE, Volume};
 use glandseg_ops::resample::{resample, Interpolation};
 use std::path::{Path, PathBuf};
 
@@ -50,17 +50,7 @@ pub fn run(a: StatsArgs) -> Result<()> {
             "--dilate must be between 0 and 50 mm, got {d}"
         );
     }
-    let map = match &a.label_names {
-        Some(p) => {
-            let v: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("{}: not valid JSON", p.display()))?;
-            LabelMap::from_nnunet_labels(&v["labels"])
-                .with_context(|| format!("{}: field \"labels\"", p.display()))?
-        }
-        None => LabelMap::default(),
-    };
+    let map = crate::label_map(a.label_names.as_deref())?;
     let labels = glandseg_nifti::read_labels(&a.labels)?;
     let pet = a
         .pet

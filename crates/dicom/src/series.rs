@@ -68,7 +68,7 @@ pub struct LoadedSeries {
     pub sorted: Vec<SliceInfo>,
 }
 
-fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
+pub(crate) fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
     obj.element_opt(tag)
         .ok()
         .flatten()

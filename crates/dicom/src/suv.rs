@@ -20,6 +20,7 @@
 //! Anything missing is an error that names the tag; a decay time that is negative or so
 //! long that the dose has decayed away is an error too, never a 0 or infinite factor.
 
+use crate::series::text;
 use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use serde::Serialize;
@@ -38,15 +39,6 @@ pub struct SuvFactors {
     pub suvbsa: Option<f64>,
     /// How the factor was obtained, with every value used, for `glandseg info`.
     pub derivation: Vec<String>,
-}
-
-fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element_opt(tag)
-        .ok()
-        .flatten()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim().trim_end_matches('\0').trim().to_string())
-        .filter(|s| !s.is_empty())
 }
 
 fn number(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<f64> {

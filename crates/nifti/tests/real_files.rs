@@ -6,17 +6,7 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn testdata() -> PathBuf {
-    let p = std::env::var_os("GLANDSEG_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata")
-        });
-    assert!(
-        p.join("nifti").is_dir(),
-        "test data not found at {} (set GLANDSEG_TESTDATA to the shared/testdata folder)",
-        p.display()
-    );
-    p
+    glandseg_core::testdata::dir(env!("CARGO_MANIFEST_DIR"), "nifti")
 }
 
 fn nifti_files() -> Vec<PathBuf> {
