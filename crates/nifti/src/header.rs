@@ -116,8 +116,10 @@ pub(crate) fn datatype_name(code: i16) -> Option<(&'static str, i16)> {
 /// `qform_code > 0`, else `diag(pixdim)`), and returns it as a RAS matrix.
 ///
 /// The pixdim-only case follows the NIfTI-1 standard's "method 1" (`x = pixdim[1] * i`,
-/// no offset), as `shared/LABELS.md` asks. nibabel differs here: it centres the image
-/// and flips x (the Analyze convention). No file in the test data relies on this case.
+/// no offset), as `shared/LABELS.md` asks; ITK (and so 3D Slicer) does the same through
+/// nifti1_io. nibabel differs here: its `get_base_affine` centres the image and flips x
+/// (the Analyze convention), so for such files glandseg and nibabel disagree by design.
+/// No file in the test data relies on this case (all sidecars say "sform").
 pub(crate) fn choose_affine(h: &mut NiftiHeaderInfo) {
     if h.sform_code > 0 {
         h.transform = TransformSource::Sform;

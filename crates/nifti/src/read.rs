@@ -306,13 +306,29 @@ fn convert(
 
 /// Reads any supported NIfTI file completely (all volumes of a 4D file).
 pub fn read_nifti(path: &Path) -> Result<NiftiImage, NiftiError> {
+    read_checked(path, false)
+}
+
+/// Reads the file; with `only_3d`, a file of more than one volume is refused after the
+/// header and before any voxel is converted, so a large 4D file costs nothing.
+fn read_checked(path: &Path, only_3d: bool) -> Result<NiftiImage, NiftiError> {
     let b = read_bytes(path)?;
     let header = parse_header(path, &b)?;
+    if only_3d && header.num_volumes() != 1 {
+        return Err(NiftiError::invalid(
+            path,
+            format!(
+                "has {} volumes (dim = {:?}); a 3D image is expected",
+                header.num_volumes(),
+                &header.dim[..=header.dim[0] as usize]
+            ),
+        ));
+    }
     let geometry = header.geometry(path)?;
     let nvox = geometry
         .num_voxels()
         .checked_mul(header.num_volumes())
-        .ok_or_else(|| NiftiError::invalid(path, "dims overflow"))?;
+        .ok_or_else(|| NiftiError::invalid(path, format!("dim = {:?} overflows", header.dim)))?;
     let data = convert(path, &header, &b, nvox)?;
     Ok(NiftiImage {
         header,
@@ -324,17 +340,7 @@ pub fn read_nifti(path: &Path) -> Result<NiftiImage, NiftiError> {
 /// Reads a 3D image (values scaled by `scl_slope`/`scl_inter`). A file with more than one
 /// volume is refused: glandseg never guesses which frame is meant.
 pub fn read_volume(path: &Path) -> Result<Volume<f32>, NiftiError> {
-    let img = read_nifti(path)?;
-    if img.header.num_volumes() != 1 {
-        return Err(NiftiError::invalid(
-            path,
-            format!(
-                "has {} volumes (dim = {:?}); a 3D image is expected",
-                img.header.num_volumes(),
-                &img.header.dim[..=img.header.dim[0] as usize]
-            ),
-        ));
-    }
+    let img = read_checked(path, true)?;
     Volume::from_vec(img.geometry, img.data).map_err(|e| NiftiError::Core {
         path: path.to_path_buf(),
         source: e,
