@@ -17,10 +17,17 @@ where
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".glandseg-tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".glandseg-tmp-");
+    // tempfile creates 0600 files (right for secrets, wrong for outputs): a label map or
+    // review PNG must be readable by colleagues, viewers and web servers exactly like a
+    // file made by File::create, so ask for 0666 and let open(2) apply the umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
     {
         let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut buf).map_err(|e| Error::io(path, e))?;
@@ -61,6 +68,19 @@ mod tests {
         // No temporary file is left behind.
         let n = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(n, 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn output_permissions_match_a_plain_file_create() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.bin");
+        std::fs::File::create(&plain).unwrap();
+        let ours = dir.path().join("ours.bin");
+        write_bytes(&ours, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain));
     }
 
     #[test]
