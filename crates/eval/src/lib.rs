@@ -1,23 +1,36 @@
 //! Segmentation metrics computed in world units on the images' own grids: overlap (Dice,
-//! IoU), surface distances (Hausdorff, HD95, ASSD, normalised surface Dice) and volumes.
+//! IoU), surface distances (Hausdorff, HD95, ASSD, normalised surface Dice) and volumes,
+//! per class and case ([`metrics`]), summarised over a cohort ([`summary`]) and written as
+//! CSV / JSON ([`report`]).
 //!
-//! Definitions follow MedPy (`medpy.metric.binary`), which the tests cross-check against:
-//! - surface of a mask = its voxels with a 6-neighbour outside the mask (or outside the
-//!   grid): `mask & ~binary_erosion(mask, 6-connectivity)`;
+//! Definitions follow MedPy 0.5 (`medpy.metric.binary`), which the tests cross-check
+//! against on fixtures made by `tests/fixtures/make_fixtures.py`:
+//! - surface of a mask = its voxels with a 6-neighbour outside the mask or outside the
+//!   grid: `mask & !binary_erosion(mask, 6-connectivity, border_value=0)` ([`surface`]);
 //! - directed distances = for every surface voxel of A, the exact Euclidean distance (mm,
-//!   anisotropic spacing) to the nearest surface voxel of B;
-//! - HD = max over both directions; HD95 = 95th percentile (linear interpolation, as
-//!   numpy) of both directed distance sets pooled; ASSD = mean of the pooled distances
-//!   (Heimann et al. 2009; MedPy and MONAI do the same, so a gland with a long surface
-//!   weighs in by its surface, not by half);
+//!   anisotropic spacing, `glandseg_ops::distance`) to the nearest surface voxel of B;
+//! - HD = max over both directions; HD95 = 95th percentile (numpy's linear) of both
+//!   directed lists pooled (MedPy `hd95`; MONAI's max-of-directed-percentiles is
+//!   [`surface::SurfaceDistances::percentile_directed_max`]); ASSD = mean of the pooled
+//!   lists (MedPy ≥ 0.5, MONAI, Heimann et al. 2009);
 //! - surface Dice at tolerance t = (#A-surface within t of B + #B-surface within t of A) /
-//!   (#A-surface + #B-surface), counted over surface voxels.
+//!   (#A-surface + #B-surface), counted over surface voxels as MONAI does (not weighted
+//!   by surfel area as DeepMind's `surface-distance`).
 //!
-//! Empty masks: both empty -> Dice = IoU = surface Dice = 1, distances 0 (nothing to
-//! miss); exactly one empty -> Dice = IoU = surface Dice = 0 and distances undefined
-//! (`None`, written as JSON null) — no finite number would be honest.
+//! Empty masks (MedPy raises on them, so these are our conventions, stated here):
+//! - both empty: Dice = IoU = surface Dice = 1, HD = HD95 = ASSD = 0 — nothing to find
+//!   and nothing found, the best value (MONAI's `DiceMetric(ignore_empty=False)`, Metrics
+//!   Reloaded). nnU-Net and `surface-distance` give NaN instead and drop the case from
+//!   means; to do that here, filter on `volume_ref_ml == 0`.
+//! - exactly one empty: Dice = IoU = surface Dice = 0; the distances are infinite (as in
+//!   MONAI and `surface-distance`) and held as `None`, written JSON `null` / an empty CSV
+//!   cell because JSON has no infinity; summaries count them as `undefined`.
 
 pub mod metrics;
 pub mod report;
+pub mod summary;
+pub mod surface;
 
-pub use metrics::{compare, compare_masks, ClassMetrics};
+pub use metrics::{compare, compare_masks, CaseMetrics, ClassMetrics};
+pub use summary::{summarise, Summary};
+pub use surface::{surface_distances, SurfaceDistances};

@@ -1,86 +1,56 @@
+//! Per-class comparison of a predicted and a reference label map on one grid.
+
+use crate::surface::surface_distances;
 use glandseg_core::{Error, LabelMap, Result, Volume};
-use glandseg_ops::distance::edt_mm;
+use rayon::prelude::*;
 use serde::Serialize;
 
-/// All metrics for one class of one case.
+/// All metrics for one class of one case. Distances are in mm; `None` (JSON `null`, an
+/// empty CSV cell) stands for an infinite distance, which happens exactly when one of
+/// the two masks is empty and the other is not (JSON has no infinity). Whether a mask
+/// was empty reads from `volume_pred_ml` / `volume_ref_ml` being 0.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ClassMetrics {
     pub label: u8,
     pub name: String,
+    /// 2|P∩R| / (|P| + |R|); 1 when both are empty, 0 when one is.
     pub dice: f64,
+    /// |P∩R| / |P∪R|; 1 when both are empty, 0 when one is.
     pub iou: f64,
-    /// Maximum symmetric Hausdorff distance, mm.
+    /// Maximum symmetric Hausdorff distance.
     pub hd: Option<f64>,
+    /// 95th percentile of both directed surface-distance lists pooled (MedPy `hd95`);
+    /// see [`crate::surface::SurfaceDistances::percentile_directed_max`] for MONAI's.
     pub hd95: Option<f64>,
-    /// Average symmetric surface distance, mm.
+    /// Average symmetric surface distance (mean of both lists pooled).
     pub assd: Option<f64>,
+    /// Normalised surface Dice at 1 mm and 2 mm, counted over surface voxels.
     pub nsd_1mm: f64,
     pub nsd_2mm: f64,
     pub volume_pred_ml: f64,
     pub volume_ref_ml: f64,
+    /// Predicted minus reference volume.
     pub volume_diff_ml: f64,
     /// (pred - ref) / ref in %, `None` when the reference is empty.
     pub volume_diff_pct: Option<f64>,
 }
 
-fn surface(mask: &Volume<bool>) -> Volume<bool> {
-    let [nx, ny, nz] = mask.geometry().shape;
-    let m = mask.as_slice();
-    let idx = |i: usize, j: usize, k: usize| i + nx * (j + ny * k);
-    let mut out = vec![false; m.len()];
-    for k in 0..nz {
-        for j in 0..ny {
-            for i in 0..nx {
-                let p = idx(i, j, k);
-                if !m[p] {
-                    continue;
-                }
-                let border =
-                    i == 0 || j == 0 || k == 0 || i + 1 == nx || j + 1 == ny || k + 1 == nz;
-                out[p] = border
-                    || !m[p - 1]
-                    || !m[p + 1]
-                    || !m[p - nx]
-                    || !m[p + nx]
-                    || !m[idx(i, j, k - 1)]
-                    || !m[idx(i, j, k + 1)];
-            }
-        }
-    }
-    Volume::from_vec(mask.geometry().clone(), out).expect("same grid")
+/// The metrics of every class of one case, as the summary and the report files take them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CaseMetrics {
+    pub case: String,
+    pub classes: Vec<ClassMetrics>,
 }
 
-/// Distances from every surface voxel of `a` to the surface of `b`.
-fn directed(sa: &Volume<bool>, sb: &Volume<bool>) -> Vec<f64> {
-    let d = edt_mm(sb);
-    sa.as_slice()
-        .iter()
-        .zip(d.as_slice())
-        .filter(|(s, _)| **s)
-        .map(|(_, d)| *d as f64)
-        .collect()
-}
-
-/// numpy's default (linear) percentile of unsorted values.
-pub fn percentile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n == 1 {
-        return values[0];
-    }
-    let pos = q / 100.0 * (n - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(n - 1);
-    values[lo] + (values[hi] - values[lo]) * (pos - lo as f64)
-}
-
-/// Metrics for one pair of binary masks on the same grid.
+/// Metrics for one pair of binary masks on the same grid (an error naming both grids
+/// otherwise).
 pub fn compare_masks(
     pred: &Volume<bool>,
     reference: &Volume<bool>,
     label: u8,
     name: &str,
-) -> ClassMetrics {
+) -> Result<ClassMetrics> {
+    let distances = surface_distances(pred, reference)?;
     let vox_ml = pred.geometry().voxel_volume_ml();
     let (mut inter, mut np, mut nr) = (0usize, 0usize, 0usize);
     for (p, r) in pred.as_slice().iter().zip(reference.as_slice()) {
@@ -89,83 +59,65 @@ pub fn compare_masks(
         inter += (*p && *r) as usize;
     }
     let (vp, vr) = (np as f64 * vox_ml, nr as f64 * vox_ml);
-    let base = ClassMetrics {
+    let finite = |x: Option<f64>| x.filter(|v| v.is_finite());
+    let (dice, iou, hd, hd95, assd, nsd_1mm, nsd_2mm) = if np + nr == 0 {
+        // Nothing to find and nothing found: a perfect result (MONAI's DiceMetric with
+        // ignore_empty=False, Metrics Reloaded's recommendation), not NaN.
+        (1.0, 1.0, Some(0.0), Some(0.0), Some(0.0), 1.0, 1.0)
+    } else {
+        // With one mask empty the lists hold +inf (or nothing): `finite` turns the
+        // distances into None and surface Dice comes out 0 on its own.
+        (
+            2.0 * inter as f64 / (np + nr) as f64,
+            inter as f64 / (np + nr - inter) as f64,
+            finite(distances.hausdorff()),
+            finite(distances.hd95()),
+            finite(distances.assd()),
+            distances.surface_dice(1.0).unwrap_or(0.0),
+            distances.surface_dice(2.0).unwrap_or(0.0),
+        )
+    };
+    Ok(ClassMetrics {
         label,
         name: name.to_string(),
-        dice: 0.0,
-        iou: 0.0,
-        hd: None,
-        hd95: None,
-        assd: None,
-        nsd_1mm: 0.0,
-        nsd_2mm: 0.0,
+        dice,
+        iou,
+        hd,
+        hd95,
+        assd,
+        nsd_1mm,
+        nsd_2mm,
         volume_pred_ml: vp,
         volume_ref_ml: vr,
         volume_diff_ml: vp - vr,
         volume_diff_pct: (nr > 0).then(|| 100.0 * (vp - vr) / vr),
-    };
-    match (np, nr) {
-        (0, 0) => ClassMetrics {
-            dice: 1.0,
-            iou: 1.0,
-            hd: Some(0.0),
-            hd95: Some(0.0),
-            assd: Some(0.0),
-            nsd_1mm: 1.0,
-            nsd_2mm: 1.0,
-            ..base
-        },
-        (0, _) | (_, 0) => base,
-        _ => {
-            let (sp, sr) = (surface(pred), surface(reference));
-            let (dpr, drp) = rayon::join(|| directed(&sp, &sr), || directed(&sr, &sp));
-            let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-            let nsd = |t: f64| {
-                (dpr.iter().filter(|d| **d <= t).count() + drp.iter().filter(|d| **d <= t).count())
-                    as f64
-                    / (dpr.len() + drp.len()) as f64
-            };
-            let mut all: Vec<f64> = dpr.iter().chain(&drp).cloned().collect();
-            ClassMetrics {
-                dice: 2.0 * inter as f64 / (np + nr) as f64,
-                iou: inter as f64 / (np + nr - inter) as f64,
-                hd: Some(max(&dpr).max(max(&drp))),
-                assd: Some(all.iter().sum::<f64>() / all.len() as f64),
-                hd95: Some(percentile(&mut all, 95.0)),
-                nsd_1mm: nsd(1.0),
-                nsd_2mm: nsd(2.0),
-                ..base
-            }
-        }
-    }
+    })
 }
 
-/// Metrics for every foreground class of `labels`. The two label maps must share a grid.
+/// Metrics for every foreground class of `labels`, in the map's order. The two label maps
+/// must share a grid (shape, spacing, origin and direction within
+/// `GRID_TOLERANCE`): metrics across grids would silently compare different places, so
+/// this refuses and names both geometries; resample one onto the other first.
 pub fn compare(
     pred: &Volume<u8>,
     reference: &Volume<u8>,
     labels: &LabelMap,
 ) -> Result<Vec<ClassMetrics>> {
-    if !pred.geometry().same_grid(
-        reference.geometry(),
-        glandseg_core::geometry::GRID_TOLERANCE,
-    ) {
+    let (gp, gr) = (pred.geometry(), reference.geometry());
+    if !gp.same_grid(gr, glandseg_core::geometry::GRID_TOLERANCE) {
         return Err(Error::Geometry(format!(
-            "prediction and reference are on different grids (prediction {:?} spacing {:?} origin {:?}; reference {:?} spacing {:?} origin {:?}); resample one onto the other first",
-            pred.geometry().shape,
-            pred.geometry().spacing,
-            pred.geometry().origin,
-            reference.geometry().shape,
-            reference.geometry().spacing,
-            reference.geometry().origin
+            "prediction and reference are on different grids (prediction shape {:?} spacing {:?} origin {:?} direction {:?}; reference shape {:?} spacing {:?} origin {:?} direction {:?}); resample one onto the other first",
+            gp.shape, gp.spacing, gp.origin, gp.direction,
+            gr.shape, gr.spacing, gr.origin, gr.direction
         )));
     }
-    Ok(labels
-        .foreground()
-        .map(|(v, name)| {
+    let classes: Vec<(u8, &str)> = labels.foreground().collect();
+    classes
+        .par_iter()
+        .map(|&(v, name)| {
             compare_masks(&pred.map(|&x| x == v), &reference.map(|&x| x == v), v, name)
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -190,7 +142,7 @@ mod tests {
         let g = Geometry::new([20, 20, 20], [1.0, 1.0, 2.0], [0.0; 3]);
         let a = cube(&g, [5, 5, 5], [10, 10, 10]);
         let b = cube(&g, [7, 5, 5], [12, 10, 10]);
-        let m = compare_masks(&a, &b, 1, "x");
+        let m = compare_masks(&a, &b, 1, "x").unwrap();
         assert!((m.dice - 0.6).abs() < 1e-12);
         assert!((m.iou - 3.0 / 7.0).abs() < 1e-12);
         assert_eq!(m.hd, Some(2.0));
@@ -202,19 +154,39 @@ mod tests {
         let g = Geometry::new([6, 6, 6], [1.0; 3], [0.0; 3]);
         let e = Volume::filled(g.clone(), false);
         let c = cube(&g, [1, 1, 1], [3, 3, 3]);
-        let both = compare_masks(&e, &e, 1, "x");
+        let both = compare_masks(&e, &e, 1, "x").unwrap();
         assert_eq!((both.dice, both.hd95), (1.0, Some(0.0)));
-        let one = compare_masks(&e, &c, 1, "x");
+        let one = compare_masks(&e, &c, 1, "x").unwrap();
         assert_eq!((one.dice, one.hd, one.nsd_2mm), (0.0, None, 0.0));
         assert_eq!(one.volume_diff_pct, Some(-100.0));
-        let other = compare_masks(&c, &e, 1, "x");
+        let other = compare_masks(&c, &e, 1, "x").unwrap();
         assert_eq!(other.volume_diff_pct, None);
+        assert_eq!((other.hd, other.hd95, other.assd), (None, None, None));
+        assert_eq!((other.dice, other.iou, other.nsd_1mm), (0.0, 0.0, 0.0));
     }
 
     #[test]
-    fn percentile_matches_numpy_linear() {
-        let mut v = vec![4.0, 1.0, 3.0, 2.0];
-        assert!((percentile(&mut v, 95.0) - 3.85).abs() < 1e-12);
+    fn every_class_of_the_map_in_order_and_swapped_sides_score_zero() {
+        // Left gland predicted on the right: laterality must not be forgiven.
+        let g = Geometry::new([12, 6, 6], [1.0; 3], [0.0; 3]);
+        let mut p = Volume::filled(g.clone(), 0u8);
+        let mut r = Volume::filled(g.clone(), 0u8);
+        for k in 1..4 {
+            for j in 1..4 {
+                for i in 1..4 {
+                    r.set(i, j, k, 1);
+                    p.set(i + 7, j, k, 1);
+                    r.set(i + 7, j, k, 2);
+                    p.set(i, j, k, 2);
+                }
+            }
+        }
+        let m = compare(&p, &r, &LabelMap::default()).unwrap();
+        let labels: Vec<u8> = m.iter().map(|c| c.label).collect();
+        assert_eq!(labels, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!((m[0].dice, m[1].dice), (0.0, 0.0));
+        assert_eq!(m[0].hd, Some(7.0));
+        assert_eq!((m[2].dice, m[2].hd95), (1.0, Some(0.0)));
     }
 
     #[test]
@@ -225,5 +197,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("different grids"), "{e}");
+        assert!(
+            e.contains("[1.0, 0.0, 0.0]") && e.contains("[0.0, 0.0, 0.0]"),
+            "{e}"
+        );
     }
 }

@@ -1,115 +1,42 @@
-//! Per-class summaries over cases and the CSV / JSON files a user opens in a spreadsheet
-//! or a script. JSON has no infinity: undefined distances are `null`.
+//! The CSV and JSON files a user opens in a spreadsheet or a script, written atomically.
+//! JSON has no infinity: an undefined (infinite) distance is `null`; in the CSV it is an
+//! empty cell.
 
-use crate::metrics::ClassMetrics;
 use glandseg_core::{atomic, Result};
-use serde::Serialize;
 use std::path::Path;
 
-#[derive(Clone, Debug, Serialize)]
-pub struct CaseMetrics {
-    pub case: String,
-    pub classes: Vec<ClassMetrics>,
-}
+// The summary types lived here first; the CLI imports them from this module.
+pub use crate::metrics::CaseMetrics;
+pub use crate::summary::{stat, summarise, ClassSummary, Stat, Summary};
 
-/// Mean, standard deviation (sample, n-1) and median of the defined values.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Stat {
-    pub mean: Option<f64>,
-    pub std: Option<f64>,
-    pub median: Option<f64>,
-    pub n: usize,
-}
-
-pub fn stat(values: impl Iterator<Item = Option<f64>>) -> Stat {
-    let mut v: Vec<f64> = values.flatten().filter(|x| x.is_finite()).collect();
-    let n = v.len();
-    if n == 0 {
-        return Stat {
-            mean: None,
-            std: None,
-            median: None,
-            n,
-        };
-    }
-    let mean = v.iter().sum::<f64>() / n as f64;
-    let std = (n > 1)
-        .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
-    v.sort_by(|a, b| a.total_cmp(b));
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Stat {
-        mean: Some(mean),
-        std,
-        median: Some(median),
-        n,
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ClassSummary {
-    pub label: u8,
-    pub name: String,
-    pub dice: Stat,
-    pub iou: Stat,
-    pub hd: Stat,
-    pub hd95: Stat,
-    pub assd: Stat,
-    pub nsd_1mm: Stat,
-    pub nsd_2mm: Stat,
-    pub volume_diff_ml: Stat,
-    pub volume_diff_pct: Stat,
-}
-
-pub fn summarise(cases: &[CaseMetrics]) -> Vec<ClassSummary> {
-    let Some(first) = cases.first() else {
-        return Vec::new();
-    };
-    first
-        .classes
-        .iter()
-        .map(|c0| {
-            let of = |f: &dyn Fn(&ClassMetrics) -> Option<f64>| {
-                stat(
-                    cases
-                        .iter()
-                        .flat_map(|c| c.classes.iter().filter(|m| m.label == c0.label).map(f)),
-                )
-            };
-            ClassSummary {
-                label: c0.label,
-                name: c0.name.clone(),
-                dice: of(&|m| Some(m.dice)),
-                iou: of(&|m| Some(m.iou)),
-                hd: of(&|m| m.hd),
-                hd95: of(&|m| m.hd95),
-                assd: of(&|m| m.assd),
-                nsd_1mm: of(&|m| Some(m.nsd_1mm)),
-                nsd_2mm: of(&|m| Some(m.nsd_2mm)),
-                volume_diff_ml: of(&|m| Some(m.volume_diff_ml)),
-                volume_diff_pct: of(&|m| m.volume_diff_pct),
-            }
-        })
-        .collect()
-}
+/// The CSV header, one column per [`crate::ClassMetrics`] field.
+pub const CSV_HEADER: &str = "case,label,name,dice,iou,hd_mm,hd95_mm,assd_mm,nsd_1mm,nsd_2mm,volume_pred_ml,volume_ref_ml,volume_diff_ml,volume_diff_pct";
 
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.6}")).unwrap_or_default()
 }
 
-/// One row per case and class; empty cells where a distance is undefined.
-pub fn write_csv(path: &Path, cases: &[CaseMetrics]) -> Result<()> {
-    let mut s = String::from("case,label,name,dice,iou,hd_mm,hd95_mm,assd_mm,nsd_1mm,nsd_2mm,volume_pred_ml,volume_ref_ml,volume_diff_ml,volume_diff_pct\n");
+/// RFC 4180 quoting for free text (case and class names come from file names and
+/// dataset.json, and may hold commas or quotes). Hand-written: two rules do not justify
+/// the csv crate.
+fn field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The CSV text: one row per case and class, six decimals.
+pub fn csv_string(cases: &[CaseMetrics]) -> String {
+    let mut s = format!("{CSV_HEADER}\n");
     for c in cases {
         for m in &c.classes {
             s.push_str(&format!(
                 "{},{},{},{:.6},{:.6},{},{},{},{:.6},{:.6},{:.6},{:.6},{:.6},{}\n",
-                c.case,
+                field(&c.case),
                 m.label,
-                m.name,
+                field(&m.name),
                 m.dice,
                 m.iou,
                 opt(m.hd),
@@ -124,9 +51,15 @@ pub fn write_csv(path: &Path, cases: &[CaseMetrics]) -> Result<()> {
             ));
         }
     }
-    atomic::write_bytes(path, s.as_bytes())
+    s
 }
 
+/// Writes [`csv_string`] to `path` atomically.
+pub fn write_csv(path: &Path, cases: &[CaseMetrics]) -> Result<()> {
+    atomic::write_bytes(path, csv_string(cases).as_bytes())
+}
+
+/// Writes `{"cases": [...], "summary": {...}}` to `path` atomically, full precision.
 pub fn write_json(path: &Path, cases: &[CaseMetrics]) -> Result<()> {
     atomic::write_json(
         path,
@@ -137,14 +70,58 @@ pub fn write_json(path: &Path, cases: &[CaseMetrics]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ClassMetrics;
+
+    fn cases() -> Vec<CaseMetrics> {
+        let m = ClassMetrics {
+            label: 3,
+            name: "submandibular_left".into(),
+            dice: 0.0,
+            iou: 0.0,
+            hd: None,
+            hd95: None,
+            assd: None,
+            nsd_1mm: 0.0,
+            nsd_2mm: 0.0,
+            volume_pred_ml: 0.0,
+            volume_ref_ml: 7.5,
+            volume_diff_ml: -7.5,
+            volume_diff_pct: Some(-100.0),
+        };
+        vec![CaseMetrics {
+            case: "odd, \"name\"".into(),
+            classes: vec![m],
+        }]
+    }
 
     #[test]
-    fn stats_skip_undefined() {
-        let s = stat([Some(1.0), None, Some(3.0), Some(2.0)].into_iter());
-        assert_eq!(s.n, 3);
-        assert_eq!(s.mean, Some(2.0));
-        assert_eq!(s.median, Some(2.0));
-        assert_eq!(s.std, Some(1.0));
-        assert_eq!(stat([None].into_iter()).mean, None);
+    fn csv_leaves_undefined_cells_empty_and_quotes_names() {
+        let s = csv_string(&cases());
+        let mut lines = s.lines();
+        assert_eq!(lines.next(), Some(CSV_HEADER));
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("\"odd, \"\"name\"\"\",3,submandibular_left,"),
+            "{row}"
+        );
+        assert!(row.contains(",0.000000,0.000000,,,,0.000000,"), "{row}");
+        assert!(row.ends_with(",-7.500000,-100.000000"), "{row}");
+        assert_eq!(CSV_HEADER.split(',').count(), 14);
+    }
+
+    #[test]
+    fn files_are_written_and_json_has_null_for_infinite_distances() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, j) = (dir.path().join("m.csv"), dir.path().join("m.json"));
+        write_csv(&c, &cases()).unwrap();
+        write_json(&j, &cases()).unwrap();
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), csv_string(&cases()));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert!(v["cases"][0]["classes"][0]["hd95"].is_null());
+        assert_eq!(v["cases"][0]["classes"][0]["volume_ref_ml"], 7.5);
+        assert_eq!(v["summary"]["cases"], 1);
+        assert_eq!(v["summary"]["classes"][0]["hd95"]["undefined"], 1);
+        assert!(v["summary"]["classes"][0]["hd95"]["mean"].is_null());
     }
 }
