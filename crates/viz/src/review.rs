@@ -220,6 +220,11 @@ fn sample<T: Copy>(v: &Volume<T>, p: [f64; 3]) -> Option<T> {
 
 /// Renders the review image for one case. `pet` must be on any grid overlapping the CT
 /// (it is sampled in world coordinates); labels likewise.
+///
+/// Every panel pixel is a world (LPS) point mapped back through each volume's own
+/// direction matrix, rather than a voxel-axis slice picked with `Geometry::axis_along`:
+/// that keeps flipped, permuted and oblique volumes upright and puts the patient's left on
+/// the image's right without special cases, and gives square (isotropic) display pixels.
 pub fn render_review(
     ct: &Volume<f32>,
     pet: Option<&Volume<f32>>,
@@ -250,7 +255,9 @@ pub fn render_review(
     let mut img = RgbImage::from_pixel(width, height, Rgb([16, 16, 16]));
     draw_text(&mut img, 6, 5, title, 2, Rgb([255, 255, 255]));
 
-    // PET display range: SUV 0 .. max(10, 99.9th percentile).
+    // PET display range: SUV 0 .. max(10, 99.9th percentile of the voxels above 0.5 SUV).
+    // The percentile ignores air and background so a small head-only FOV (mostly air) does
+    // not drag it down; 10 keeps a cold scan from being stretched into looking hot.
     let vmax = pet
         .map(|p| {
             let mut v: Vec<f32> = p
@@ -427,6 +434,150 @@ mod tests {
                 "left gland drawn on the image's right: mean x {mean} of {w} (flip {flip})"
             );
         }
+    }
+
+    /// A 60 x 40 x 20 (x 2 mm) grid centred on world 0 with `dir` as its direction matrix,
+    /// holding one box per (label, world centre); CT 40 HU, -50 HU in the boxes, PET 6
+    /// SUV in the boxes and 0 elsewhere (display range SUV 0-10).
+    fn boxes(
+        dir: [[f64; 3]; 3],
+        blobs: &[(u8, [f64; 3])],
+    ) -> (Volume<f32>, Volume<f32>, Volume<u8>) {
+        let shape = [60usize, 40, 20];
+        let sp = [1.0, 1.0, 2.0];
+        let mut origin = [0.0; 3];
+        for (r, o) in origin.iter_mut().enumerate() {
+            for c in 0..3 {
+                *o -= dir[r][c] * sp[c] * (shape[c] - 1) as f64 / 2.0;
+            }
+        }
+        let g = Geometry::new(shape, sp, origin).with_direction(dir);
+        let mut ct = Volume::filled(g.clone(), 40.0f32);
+        let mut pet = Volume::filled(g.clone(), 0.0f32);
+        let mut lab = Volume::filled(g.clone(), 0u8);
+        for k in 0..shape[2] {
+            for j in 0..shape[1] {
+                for i in 0..shape[0] {
+                    let w = g.index_to_world([i as f64, j as f64, k as f64]);
+                    for (l, c) in blobs {
+                        if (0..3).all(|d| (w[d] - c[d]).abs() < 5.0) {
+                            lab.set(i, j, k, *l);
+                            ct.set(i, j, k, -50.0);
+                            pet.set(i, j, k, 6.0);
+                        }
+                    }
+                }
+            }
+        }
+        (ct, pet, lab)
+    }
+
+    /// Pixels of colour `col` in panel `n`, row `row`, as fractions (x / width, y / height).
+    fn find(
+        img: &RgbImage,
+        ct: &Volume<f32>,
+        lab: &Volume<u8>,
+        n: usize,
+        row: u32,
+        col: Rgb<u8>,
+    ) -> Vec<(f64, f64)> {
+        let views = choose_views(lab, &LabelMap::default());
+        let mut x0 = GAP;
+        for v in &views[..n] {
+            x0 += panel_points(ct.geometry(), v).0 + GAP;
+        }
+        let (w, h, _) = panel_points(ct.geometry(), &views[n]);
+        let y0 = TITLE_H + HEADER_H + row * (PANEL + GAP);
+        let mut out = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                if *img.get_pixel(x0 + x, y0 + y) == col {
+                    out.push((x as f64 / w as f64, y as f64 / h as f64));
+                }
+            }
+        }
+        out
+    }
+
+    fn mean(p: &[(f64, f64)]) -> (f64, f64) {
+        assert!(!p.is_empty(), "colour not found in the panel");
+        let n = p.len() as f64;
+        (
+            p.iter().map(|a| a.0).sum::<f64>() / n,
+            p.iter().map(|a| a.1).sum::<f64>() / n,
+        )
+    }
+
+    const IDENTITY: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+
+    #[test]
+    fn coronal_has_superior_up_and_sagittal_anterior_left() {
+        // Left parotid high (+z) and anterior (-y), so both are visible in one scene.
+        let (ct, pet, lab) = boxes(IDENTITY, &[(1, [15.0, -10.0, 10.0])]);
+        let map = LabelMap::default();
+        let img = render_review(&ct, Some(&pet), &lab, &map, "t");
+        let col = label_color(&map, 1);
+        // Views: axial parotid, coronal, sagittal parotid_left.
+        let (cx, cy) = mean(&find(&img, &ct, &lab, 1, 0, col));
+        assert!(
+            cx > 0.6,
+            "coronal: patient's left on the image's right ({cx})"
+        );
+        assert!(cy < 0.45, "coronal: superior up ({cy})");
+        let (sx, sy) = mean(&find(&img, &ct, &lab, 2, 0, col));
+        assert!(sx < 0.4, "sagittal: anterior on the image's left ({sx})");
+        assert!(sy < 0.45, "sagittal: superior up ({sy})");
+        let (ax, ay) = mean(&find(&img, &ct, &lab, 0, 0, col));
+        assert!(
+            ax > 0.6 && ay < 0.4,
+            "axial: left on the right, anterior up ({ax}, {ay})"
+        );
+    }
+
+    #[test]
+    fn oblique_volume_keeps_laterality_and_partners_get_their_own_colour() {
+        // Voxel axes rotated 30 degrees about z and the i axis reversed: world placement
+        // must not depend on how the voxels are stored.
+        let (c, s) = (30f64.to_radians().cos(), 30f64.to_radians().sin());
+        let dir = [[-c, -s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]];
+        let (ct, pet, lab) = boxes(dir, &[(1, [15.0, 0.0, 0.0]), (2, [-15.0, 0.0, 0.0])]);
+        let map = LabelMap::default();
+        let (cl, cr) = (label_color(&map, 1), label_color(&map, 2));
+        assert_ne!(cl, cr, "left and right partners are told apart");
+        let img = render_review(&ct, Some(&pet), &lab, &map, "oblique");
+        let (lx, _) = mean(&find(&img, &ct, &lab, 0, 0, cl));
+        let (rx, _) = mean(&find(&img, &ct, &lab, 0, 0, cr));
+        assert!(
+            lx > 0.6 && rx < 0.4,
+            "left {lx} on the right, right {rx} on the left"
+        );
+    }
+
+    #[test]
+    fn pet_is_overlaid_only_in_the_second_row() {
+        let (ct, pet, lab) = boxes(IDENTITY, &[(1, [15.0, 0.0, 0.0])]);
+        let img = render_review(&ct, Some(&pet), &lab, &LabelMap::default(), "t");
+        // Inside the box, away from the outline: CT row grey, PET row hot (red > blue).
+        let views = choose_views(&lab, &LabelMap::default());
+        let (w, h, pts) = panel_points(ct.geometry(), &views[0]);
+        let centre = pts
+            .iter()
+            .enumerate()
+            .min_by(|a, b| {
+                let d = |p: &[f64; 3]| (p[0] - 15.0).powi(2) + p[1].powi(2);
+                d(a.1).total_cmp(&d(b.1))
+            })
+            .map(|(i, _)| i as u32)
+            .unwrap();
+        let (x, y) = (GAP + centre % w, TITLE_H + HEADER_H + centre / w);
+        assert!(y < TITLE_H + HEADER_H + h);
+        let grey = img.get_pixel(x, y).0;
+        assert_eq!(grey[0], grey[2], "CT row is not tinted: {grey:?}");
+        let hot = img.get_pixel(x, y + PANEL + GAP).0;
+        assert!(
+            hot[0] as i32 > hot[2] as i32 + 100,
+            "PET row shows uptake: {hot:?}"
+        );
     }
 
     #[test]
