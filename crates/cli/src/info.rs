@@ -165,7 +165,27 @@ struct DicomInfo {
 }
 
 fn dicom_info(a: &InfoArgs) -> Result<()> {
-    let scan = glandseg_dicom::scan_folder(&a.path)?;
+    let scan = glandseg_dicom::scan_folder(&a.path)
+        .with_context(|| format!("scanning {}", a.path.display()))?;
+    // Nothing readable is a failure, not an empty report: a script checking the exit code
+    // must not take a typo'd folder or a stray .txt for an empty study.
+    if scan.series.is_empty() {
+        let why = scan
+            .skipped
+            .first()
+            .map(|(p, w)| format!("; e.g. {}: {w}", p.display()))
+            .unwrap_or_default();
+        let what = if a.path.is_dir() {
+            "no DICOM images in this folder"
+        } else {
+            "neither a NIfTI file (.nii, .nii.gz) nor a DICOM image"
+        };
+        anyhow::bail!(
+            "{}: {what} ({} file(s) skipped{why})",
+            a.path.display(),
+            scan.skipped.len()
+        );
+    }
     let mut series = Vec::new();
     for s in &scan.series {
         let mut j = SeriesJson {

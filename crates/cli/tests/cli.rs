@@ -29,18 +29,24 @@ fn phantom_writes_a_dataset_that_info_reads() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("parotid_left"), "{stdout}");
-    for f in [
-        "dataset.json",
-        "imagesTr/GLAND_000_0000.nii.gz",
-        "imagesTr/GLAND_001_0001.nii.gz",
-        "labelsTr/GLAND_001.nii.gz",
-        "pet_native/GLAND_000.nii.gz",
-        "preview/GLAND_000.png",
-        "preview/GLAND_001.png",
-        "meta/GLAND_000.json",
-    ] {
-        assert!(out.join(f).is_file(), "missing {f}");
+    assert!(out.join("dataset.json").is_file());
+    for case in ["GLAND_000", "GLAND_001"] {
+        for f in [
+            format!("imagesTr/{case}_0000.nii.gz"),
+            format!("imagesTr/{case}_0001.nii.gz"),
+            format!("labelsTr/{case}.nii.gz"),
+            format!("pet_native/{case}.nii.gz"),
+            format!("preview/{case}.png"),
+            format!("meta/{case}.json"),
+        ] {
+            assert!(out.join(&f).is_file(), "missing {f}");
+        }
+        // A real PNG (its signature), not just a file with the name.
+        let png = std::fs::read(out.join(format!("preview/{case}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
+    assert_eq!(std::fs::read_dir(out.join("labelsTr")).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(out.join("imagesTr")).unwrap().count(), 4);
     let o = glandseg()
         .args(["info", "--json"])
         .arg(out.join("labelsTr/GLAND_000.nii.gz"))
@@ -73,6 +79,22 @@ fn errors_name_the_file_and_fail() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("/nonexistent/scan.nii.gz"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(e.matches("No such file").count(), 1, "cause said once: {e}");
+    // A file that is neither NIfTI nor DICOM fails instead of reporting an empty study.
+    let dir = tempfile::tempdir().unwrap();
+    let txt = dir.path().join("notes.txt");
+    std::fs::write(&txt, "not an image").unwrap();
+    let o = glandseg().arg("info").arg(&txt).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("notes.txt") && e.contains("neither"), "{e}");
+    // A truncated NIfTI is an error naming the file, not a panic.
+    let bad = dir.path().join("cut.nii.gz");
+    std::fs::write(&bad, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2]).unwrap();
+    let o = glandseg().arg("info").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cut.nii.gz") && !e.contains("panicked"), "{e}");
     let o = glandseg()
         .args(["phantom", "--cases", "0", "--out", "/tmp/x"])
         .output()
@@ -114,7 +136,7 @@ fn evaluate_writes_metrics() {
     );
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(j["summary"][0]["dice"]["mean"], 1.0);
+    assert_eq!(j["summary"]["classes"][0]["dice"]["mean"], 1.0);
     // A reference on another grid is refused with both files named.
     let ds2 = dir.path().join("ds2");
     glandseg()
