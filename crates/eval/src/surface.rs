@@ -271,6 +271,63 @@ mod tests {
     }
 
     #[test]
+    fn distances_match_brute_force_on_random_masks() {
+        // Independent of the EDT: nearest surface voxel by exhaustive search, on random
+        // sparse masks (many islands, masks on the grid border) over an anisotropic grid.
+        let g = Geometry::new([9, 8, 7], [0.8, 1.3, 2.5], [0.0; 3]);
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut coin = |p: f64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64 <= p
+        };
+        for trial in 0..6 {
+            let density = 0.05 + 0.1 * trial as f64;
+            let a = Volume::from_vec(g.clone(), (0..504).map(|_| coin(density)).collect()).unwrap();
+            let b = Volume::from_vec(g.clone(), (0..504).map(|_| coin(0.3)).collect()).unwrap();
+            let d = surface_distances(&a, &b).unwrap();
+            let points = |m: &Volume<bool>| {
+                let s = surface_mask(m);
+                let mut v = Vec::new();
+                for k in 0..7 {
+                    for j in 0..8 {
+                        for i in 0..9 {
+                            if *s.get(i, j, k) {
+                                v.push([i as f64 * 0.8, j as f64 * 1.3, k as f64 * 2.5]);
+                            }
+                        }
+                    }
+                }
+                v
+            };
+            let (pa, pb) = (points(&a), points(&b));
+            let nearest = |from: &[[f64; 3]], to: &[[f64; 3]]| -> Vec<f64> {
+                from.iter()
+                    .map(|p| {
+                        to.iter()
+                            .map(|q| {
+                                ((p[0] - q[0]).powi(2)
+                                    + (p[1] - q[1]).powi(2)
+                                    + (p[2] - q[2]).powi(2))
+                                .sqrt()
+                            })
+                            .fold(f64::INFINITY, f64::min)
+                    })
+                    .collect()
+            };
+            let (ab, ba) = (nearest(&pa, &pb), nearest(&pb, &pa));
+            assert_eq!((d.a_to_b.len(), d.b_to_a.len()), (ab.len(), ba.len()));
+            for (x, y) in d.a_to_b.iter().zip(&ab).chain(d.b_to_a.iter().zip(&ba)) {
+                assert!(
+                    (x - y).abs() < 1e-9,
+                    "trial {trial}: {x} vs brute force {y}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn empty_masks_give_empty_or_infinite_lists() {
         let g = Geometry::new([6, 6, 6], [1.0; 3], [0.0; 3]);
         let e = Volume::filled(g.clone(), false);
