@@ -17,7 +17,8 @@
 //!   (#A-surface + #B-surface), counted over surface voxels as MONAI does (not weighted
 //!   by surfel area as DeepMind's `surface-distance`).
 //!
-//! Empty masks (MedPy raises on them, so these are our conventions, stated here):
+//! Empty masks (MedPy 0.5.2's distance functions raise on them; with both empty its `dc`
+//! gives NaN and its `jc` 1; so these are our conventions, stated here):
 //! - both empty: Dice = IoU = surface Dice = 1, HD = HD95 = ASSD = 0 — nothing to find
 //!   and nothing found, the best value (MONAI's `DiceMetric(ignore_empty=False)`, Metrics
 //!   Reloaded). nnU-Net and `surface-distance` give NaN instead and drop the case from
