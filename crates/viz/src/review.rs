@@ -39,6 +39,40 @@ fn extent(g: &Geometry) -> ([f64; 3], [f64; 3]) {
     (lo, hi)
 }
 
+/// Margin around the glands in every panel, mm: enough to show the skull, jaw and skin
+/// around them (is the gland where it belongs?) without shrinking the head to a thumbnail
+/// when the scan reaches down to the thorax.
+const MARGIN_MM: f64 = 50.0;
+
+/// A world (LPS) box: lowest and highest corner, mm.
+type WorldBox = ([f64; 3], [f64; 3]);
+
+/// The world box every panel shows: the labelled voxels plus `MARGIN_MM`, within the CT's
+/// extent. Without labels, or where the labels lie outside the CT, the CT's extent.
+fn display_box(ct: &Geometry, labels: &Volume<u8>) -> WorldBox {
+    let (mut lo, mut hi) = extent(ct);
+    let Some((a, b)) = labels.bbox_nonzero() else {
+        return (lo, hi);
+    };
+    let g = labels.geometry();
+    let (mut llo, mut lhi) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
+    for n in 0..8 {
+        let ijk = [0, 1, 2].map(|d| if n & (1 << d) == 0 { a[d] } else { b[d] - 1 } as f64);
+        let w = g.index_to_world(ijk);
+        for d in 0..3 {
+            llo[d] = llo[d].min(w[d]);
+            lhi[d] = lhi[d].max(w[d]);
+        }
+    }
+    for d in 0..3 {
+        let (l, h) = (lo[d].max(llo[d] - MARGIN_MM), hi[d].min(lhi[d] + MARGIN_MM));
+        if l < h {
+            (lo[d], hi[d]) = (l, h);
+        }
+    }
+    (lo, hi)
+}
+
 /// Colour of a label: partners share a hue, the left one saturated, the right one lighter.
 fn label_color(map: &LabelMap, value: u8) -> Rgb<u8> {
     const HUES: [[u8; 3]; 6] = [
@@ -168,8 +202,8 @@ fn choose_views(labels: &Volume<u8>, map: &LabelMap) -> Vec<View> {
 }
 
 /// Samples a panel: returns (width, height, per pixel: world point).
-fn panel_points(g: &Geometry, view: &View) -> (u32, u32, Vec<[f64; 3]>) {
-    let (lo, hi) = extent(g);
+fn panel_points(bx: &WorldBox, view: &View) -> (u32, u32, Vec<[f64; 3]>) {
+    let (lo, hi) = *bx;
     // In-plane axes: (u axis world dim, v axis world dim, v runs downward from hi?)
     let (du, dv) = match view.plane {
         Plane::Axial => (0, 1), // u: x right->left of patient (R on image left); v: y anterior->posterior
@@ -233,10 +267,9 @@ pub fn render_review(
     title: &str,
 ) -> RgbImage {
     let views = choose_views(labels, label_map);
-    let panels: Vec<(u32, u32, Vec<[f64; 3]>)> = views
-        .iter()
-        .map(|v| panel_points(ct.geometry(), v))
-        .collect();
+    let bx = display_box(ct.geometry(), labels);
+    let panels: Vec<(u32, u32, Vec<[f64; 3]>)> =
+        views.iter().map(|v| panel_points(&bx, v)).collect();
     let rows = if pet.is_some() { 2 } else { 1 };
     let width = panels.iter().map(|p| p.0 + GAP).sum::<u32>() + GAP;
     let legend_h = 22;
@@ -281,7 +314,12 @@ pub fn render_review(
             &mut img,
             x0 as i64,
             (TITLE_H + 2) as i64,
-            &view.caption,
+            // Cut to the panel's width so it never runs into the next caption.
+            &view
+                .caption
+                .chars()
+                .take((*w / 8) as usize)
+                .collect::<String>(),
             1,
             Rgb([200, 200, 200]),
         );
@@ -412,7 +450,7 @@ mod tests {
             let col = label_color(&map, 1);
             // First panel (axial through the parotid pair): find contour pixels.
             let (w, _, _) = panel_points(
-                ct.geometry(),
+                &display_box(ct.geometry(), &lab),
                 &View {
                     plane: Plane::Axial,
                     at: 20.0,
@@ -482,11 +520,12 @@ mod tests {
         col: Rgb<u8>,
     ) -> Vec<(f64, f64)> {
         let views = choose_views(lab, &LabelMap::default());
+        let bx = display_box(ct.geometry(), lab);
         let mut x0 = GAP;
         for v in &views[..n] {
-            x0 += panel_points(ct.geometry(), v).0 + GAP;
+            x0 += panel_points(&bx, v).0 + GAP;
         }
-        let (w, h, _) = panel_points(ct.geometry(), &views[n]);
+        let (w, h, _) = panel_points(&bx, &views[n]);
         let y0 = TITLE_H + HEADER_H + row * (PANEL + GAP);
         let mut out = Vec::new();
         for y in 0..h {
@@ -559,7 +598,7 @@ mod tests {
         let img = render_review(&ct, Some(&pet), &lab, &LabelMap::default(), "t");
         // Inside the box, away from the outline: CT row grey, PET row hot (red > blue).
         let views = choose_views(&lab, &LabelMap::default());
-        let (w, h, pts) = panel_points(ct.geometry(), &views[0]);
+        let (w, h, pts) = panel_points(&display_box(ct.geometry(), &lab), &views[0]);
         let centre = pts
             .iter()
             .enumerate()
@@ -578,6 +617,36 @@ mod tests {
             hot[0] as i32 > hot[2] as i32 + 100,
             "PET row shows uptake: {hot:?}"
         );
+    }
+
+    #[test]
+    fn panels_zoom_to_the_glands_but_stay_inside_the_scan() {
+        // A 400 mm wide, 300 mm tall scan with one 10 mm gland at x = +100 mm.
+        let g = Geometry::new([200, 20, 150], [2.0, 2.0, 2.0], [-199.0, -19.0, -149.0]);
+        let mut lab = Volume::filled(g.clone(), 0u8);
+        for k in 70..75 {
+            for j in 8..12 {
+                for i in 147..152 {
+                    lab.set(i, j, k, 1);
+                }
+            }
+        }
+        let (lo, hi) = display_box(&g, &lab);
+        // x: gland 95..103 mm, +-50 mm; y: the scan's own extent is narrower than that.
+        assert!(
+            (lo[0] - 45.0).abs() < 1e-9 && (hi[0] - 153.0).abs() < 1e-9,
+            "{lo:?} {hi:?}"
+        );
+        assert_eq!((lo[1], hi[1]), (-19.0, 19.0));
+        assert!((lo[2] - (-59.0)).abs() < 1e-9 && (hi[2] - 49.0).abs() < 1e-9);
+        // Labels outside the scan: show the whole scan rather than nothing.
+        let far = Volume::filled(
+            Geometry::new([4, 4, 4], [1.0; 3], [900.0, 900.0, 900.0]),
+            1u8,
+        );
+        assert_eq!(display_box(&g, &far), extent(&g));
+        let empty = Volume::filled(g.clone(), 0u8);
+        assert_eq!(display_box(&g, &empty), extent(&g));
     }
 
     #[test]
