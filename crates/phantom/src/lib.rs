@@ -50,7 +50,7 @@ impl std::str::FromStr for Fov {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhantomConfig {
     pub seed: u64,
     pub fov: Fov,
@@ -75,7 +75,7 @@ impl Default for PhantomConfig {
 
 /// Everything about a case that is not an image: the ground truth a physicist would
 /// check, and the acquisition facts a DICOM writer needs to turn SUV back into Bq/mL.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseMeta {
     pub id: String,
     pub seed: u64,
@@ -107,7 +107,7 @@ pub struct CaseMeta {
 }
 
 /// One gland: what was asked for and what the label map and PET channel actually hold.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GlandMeasure {
     pub name: String,
     pub label: u8,
@@ -301,17 +301,21 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
     let inplane = u(&mut rng, 0.8, 1.2) / scale;
     let thick = u(&mut rng, 1.5, 3.0) / scale;
     let half_x = if torso { 230.0 } else { 105.0 };
-    let top_cut = cfg.cut_top && rng.random_bool(0.3);
-    let z_top = if top_cut {
-        u(&mut rng, 45.0, 75.0)
-    } else {
-        anat.vertex_z + 25.0
-    };
-    let z_bottom = match cfg.fov {
-        Fov::Head => -95.0,
-        Fov::HeadNeck => -185.0,
-        Fov::HeadNeckTorso => -340.0,
-    };
+    // Both draws happen whether or not `cut_top` is set, so that switching it on changes
+    // only where the scan's top lies, not the rest of the case.
+    let (cut_drawn, cut_z) = (rng.random_bool(0.3), u(&mut rng, 45.0, 75.0));
+    let top_cut = cfg.cut_top && cut_drawn;
+    let z_top = if top_cut { cut_z } else { anat.vertex_z + 25.0 };
+    // The scan range follows the head's height, as a technologist sets it from the scout
+    // view: a head shifted down by 20 mm must not lose its submandibular glands below the
+    // field of view. In-plane the head stays off-centre by its shift.
+    let z_bottom = shift[2]
+        + match cfg.fov {
+            Fov::Head => -100.0,
+            Fov::HeadNeck => -185.0,
+            Fov::HeadNeckTorso => -340.0,
+        };
+    let z_top = z_top + shift[2];
     let (y0, y1) = (-125.0, 125.0);
     let shape = [
         ((2.0 * half_x) / inplane).round() as usize,

@@ -136,6 +136,206 @@ fn writes_the_nnunet_layout() {
         assert!(ct.geometry().same_grid(lab.geometry(), 1e-4));
         assert!(lab.as_slice().contains(&6));
         assert!(dir.path().join(format!("pet_native/{id}.nii.gz")).exists());
-        assert!(dir.path().join(format!("meta/{id}.json")).exists());
+        let meta: glandseg_phantom::CaseMeta = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("meta/{id}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta.id, id);
+        // A case is the same whatever the cohort size: the written file equals the case
+        // generated on its own.
+        let alone = generate_case(&cfg(1, 0.3), meta.index);
+        assert_eq!(lab.as_slice(), alone.labels.as_slice());
+        let worst = ct
+            .as_slice()
+            .iter()
+            .zip(alone.ct.as_slice())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 0.5 + 1e-3, "CT written as rounded int16: {worst}");
+    }
+}
+
+/// Mean PET (channel on the CT grid) within `r` mm of a point given in the anatomical
+/// frame (scaled by the body size), placed in the scanner by the case's recorded pose.
+fn pet_mean_near(case: &glandseg_phantom::PhantomCase, frame: [f64; 3], r: f64) -> f64 {
+    let m = &case.meta;
+    let a = frame.map(|v| v * m.body_size);
+    let rot = glandseg_phantom::shapes::rotation(m.head_rotation_deg);
+    let w = glandseg_phantom::shapes::mat_vec(&rot, a);
+    let w = [
+        w[0] + m.head_shift_mm[0],
+        w[1] + m.head_shift_mm[1],
+        w[2] + m.head_shift_mm[2],
+    ];
+    let g = case.pet.geometry();
+    let (mut sum, mut n) = (0.0, 0usize);
+    for ((k, j, i), &v) in case.pet.data().indexed_iter() {
+        let p = g.index_to_world([i as f64, j as f64, k as f64]);
+        let d2: f64 = (0..3).map(|d| (p[d] - w[d]).powi(2)).sum();
+        if d2 <= r * r {
+            sum += v as f64;
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{}: no voxel within {r} mm of {frame:?}", case.id);
+    sum / n as f64
+}
+
+#[test]
+fn glands_are_hotter_than_brain_and_muscle() {
+    for seed in 10..13 {
+        let case = generate_case(&cfg(seed, 0.5), 0);
+        // Frame points: deep in the brain; the front of the tongue (muscle), far from the
+        // tonsils and glands so that PSF spill-over does not reach it.
+        let brain = pet_mean_near(&case, [0.0, 5.0, 70.0], 8.0);
+        let tongue = pet_mean_near(&case, [0.0, -52.0, -40.0], 5.0);
+        assert!(brain < 0.8, "{}: brain SUV {brain}", case.id);
+        assert!(
+            tongue > 0.2 && tongue < 1.5,
+            "{}: tongue SUV {tongue}",
+            case.id
+        );
+        for g in &case.meta.glands {
+            let factor = if g.name.starts_with("lacrimal") {
+                2.0
+            } else {
+                5.0
+            };
+            assert!(
+                g.suv_max > factor * tongue.max(brain),
+                "{}: {} SUVmax {} vs tongue {tongue}, brain {brain}",
+                case.id,
+                g.name,
+                g.suv_max
+            );
+        }
+    }
+}
+
+#[test]
+fn left_glands_lie_on_the_patients_left_in_every_pose() {
+    let map = LabelMap::default();
+    let mut rotations = Vec::new();
+    for seed in 20..26 {
+        let fov = [Fov::Head, Fov::HeadNeck, Fov::HeadNeckTorso][seed as usize % 3];
+        let c = PhantomConfig {
+            seed,
+            fov,
+            cut_top: true,
+            scale: 0.3,
+        };
+        let case = generate_case(&c, seed as usize);
+        let m = &case.meta;
+        rotations.push(m.head_rotation_deg[2]);
+        for (l, r, stem) in map.lateral_pairs() {
+            let gl = m.glands.iter().find(|g| g.label == l).unwrap();
+            let gr = m.glands.iter().find(|g| g.label == r).unwrap();
+            assert!(gl.voxels > 0 && gr.voxels > 0, "{}: {stem} empty", case.id);
+            // Left of the head's midline (its shift), not just left of the partner.
+            assert!(
+                gl.centroid_lps[0] > m.head_shift_mm[0] + 10.0
+                    && gr.centroid_lps[0] < m.head_shift_mm[0] - 10.0,
+                "{} ({fov:?}): {stem} left x {} right x {} head x {}",
+                case.id,
+                gl.centroid_lps[0],
+                gr.centroid_lps[0],
+                m.head_shift_mm[0]
+            );
+        }
+    }
+    // The poses really differ (turns of both signs were drawn).
+    assert!(rotations.iter().any(|&r| r > 2.0) && rotations.iter().any(|&r| r < -2.0));
+}
+
+#[test]
+fn cut_top_moves_only_the_top_of_the_scan() {
+    let on = |i| {
+        generate_case(
+            &PhantomConfig {
+                cut_top: true,
+                ..cfg(3, 0.3)
+            },
+            i,
+        )
+    };
+    let cut = (0..10)
+        .map(on)
+        .find(|c| c.meta.top_cut)
+        .expect("about 30 % of cases are cut: one of 10 must be");
+    let index = cut.meta.index;
+    let full = generate_case(&cfg(3, 0.3), index);
+    assert!(!full.meta.top_cut);
+    let (gc, gf) = (cut.ct.geometry(), full.ct.geometry());
+    assert_eq!(gc.origin, gf.origin);
+    assert_eq!(gc.spacing, gf.spacing);
+    assert_eq!(gc.shape[..2], gf.shape[..2]);
+    assert!(
+        gc.shape[2] + 5 < gf.shape[2],
+        "cut {} vs full {} slices",
+        gc.shape[2],
+        gf.shape[2]
+    );
+    // Below the cut, the same patient: identical labels and CT, slice for slice.
+    let n = gc.shape[0] * gc.shape[1] * gc.shape[2];
+    assert_eq!(cut.labels.as_slice(), &full.labels.as_slice()[..n]);
+    assert_eq!(cut.ct.as_slice(), &full.ct.as_slice()[..n]);
+    assert_eq!(cut.meta.glands.len(), 6);
+}
+
+#[test]
+fn fields_of_view_extend_downward() {
+    let make = |fov| {
+        generate_case(
+            &PhantomConfig {
+                seed: 4,
+                fov,
+                cut_top: false,
+                scale: 0.3,
+            },
+            2,
+        )
+    };
+    let cases = [
+        make(Fov::Head),
+        make(Fov::HeadNeck),
+        make(Fov::HeadNeckTorso),
+    ];
+    let bottom = |c: &glandseg_phantom::PhantomCase| c.ct.geometry().origin[2];
+    assert!(bottom(&cases[0]) > bottom(&cases[1]) + 50.0);
+    assert!(bottom(&cases[1]) > bottom(&cases[2]) + 100.0);
+    // Lung-like HU (-870..-760): litres in the torso, next to nothing above it.
+    let lung_ml = |c: &glandseg_phantom::PhantomCase| {
+        c.ct.as_slice()
+            .iter()
+            .filter(|&&v| (-870.0..-760.0).contains(&v))
+            .count() as f64
+            * c.ct.geometry().voxel_volume_ml()
+    };
+    assert!(
+        lung_ml(&cases[2]) > 800.0,
+        "torso lungs {}",
+        lung_ml(&cases[2])
+    );
+    assert!(lung_ml(&cases[1]) < 100.0, "neck {}", lung_ml(&cases[1]));
+    // Even the head-only field of view holds the parotid and submandibular glands whole
+    // (nothing cut off at its bottom edge). Lacrimal glands are left out of this check:
+    // at scale 0.3 they are ~10 voxels of 75 uL, so their count says nothing about a cut.
+    for c in &cases {
+        for g in c
+            .meta
+            .glands
+            .iter()
+            .filter(|g| !g.name.starts_with("lacrimal"))
+        {
+            let rel = (g.label_volume_ml - g.target_volume_ml).abs() / g.target_volume_ml;
+            assert!(
+                rel < 0.1,
+                "{:?} {}: {} mL vs target {}",
+                c.meta.fov,
+                g.name,
+                g.label_volume_ml,
+                g.target_volume_ml
+            );
+        }
     }
 }
