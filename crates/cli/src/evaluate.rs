@@ -74,10 +74,21 @@ fn pairs(pred: &Path, reference: &Path) -> Result<Vec<(String, PathBuf, PathBuf)
     Ok(out)
 }
 
-pub fn run(a: EvaluateArgs) -> Result<()> {
-    let map = crate::label_map(a.labels.as_deref())?;
-    let pairs = pairs(&a.pred, &a.reference)?;
-    let bar = ProgressBar::new(pairs.len() as u64);
+/// Evaluates every predicted label map against its reference; writes metrics.csv,
+/// metrics.json and one box plot per metric into `out`.
+pub fn evaluate(
+    pred: &Path,
+    reference: &Path,
+    map: &glandseg_core::LabelMap,
+    out: &Path,
+    quiet: bool,
+) -> Result<Vec<CaseMetrics>> {
+    let pairs = pairs(pred, reference)?;
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(pairs.len() as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("evaluate [{bar:30}] {pos}/{len} {msg}")
             .expect("valid template")
@@ -88,7 +99,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         bar.set_message(case.clone());
         let pred = glandseg_nifti::read_labels(p)?;
         let refr = glandseg_nifti::read_labels(r)?;
-        let classes = glandseg_eval::compare(&pred, &refr, &map)
+        let classes = glandseg_eval::compare(&pred, &refr, map)
             .with_context(|| format!("{} vs {}", p.display(), r.display()))?;
         cases.push(CaseMetrics {
             case: case.clone(),
@@ -97,6 +108,57 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    write_csv(&out.join("metrics.csv"), &cases)?;
+    write_json(&out.join("metrics.json"), &cases)?;
+    write_box_plots(out, &cases)?;
+    Ok(cases)
+}
+
+/// One PNG per metric: a box per gland over the cases.
+fn write_box_plots(out: &Path, cases: &[CaseMetrics]) -> Result<()> {
+    type Getter = fn(&glandseg_eval::ClassMetrics) -> Option<f64>;
+    let metrics: [(&str, &str, Getter); 5] = [
+        ("dice", "Dice", |m| Some(m.dice)),
+        ("hd95", "HD95 (mm)", |m| m.hd95),
+        ("assd", "ASSD (mm)", |m| m.assd),
+        ("nsd_2mm", "surface Dice at 2 mm", |m| Some(m.nsd_2mm)),
+        ("volume_diff_pct", "volume difference (%)", |m| {
+            m.volume_diff_pct
+        }),
+    ];
+    let names: Vec<(u8, String)> = cases
+        .first()
+        .map(|c| {
+            c.classes
+                .iter()
+                .map(|m| (m.label, m.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (file, title, get) in metrics {
+        let groups: Vec<(String, Vec<f64>)> = names
+            .iter()
+            .map(|(label, name)| {
+                let v = cases
+                    .iter()
+                    .filter_map(|c| c.classes.iter().find(|m| m.label == *label))
+                    .filter_map(get)
+                    .collect();
+                (name.clone(), v)
+            })
+            .collect();
+        let img = glandseg_viz::chart::box_plot(
+            &format!("{title}, {} case(s)", cases.len()),
+            title,
+            &groups,
+        );
+        glandseg_viz::save_png(&out.join(format!("boxplot_{file}.png")), &img)?;
+    }
+    Ok(())
+}
+
+pub fn run(a: EvaluateArgs) -> Result<()> {
+    let map = crate::label_map(a.labels.as_deref())?;
     let out = a.out.clone().unwrap_or_else(|| {
         if a.pred.is_dir() {
             a.pred.join("evaluation")
@@ -104,8 +166,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             a.pred.with_file_name("evaluation")
         }
     });
-    write_csv(&out.join("metrics.csv"), &cases)?;
-    write_json(&out.join("metrics.json"), &cases)?;
+    let cases = evaluate(&a.pred, &a.reference, &map, &out, false)?;
     let f = |s: &glandseg_eval::report::Stat| {
         s.mean
             .map(|m| format!("{m:.3}"))

@@ -1,11 +1,14 @@
 //! `glandseg`: the command line over the pipeline crates. Each subcommand is a thin layer
 //! that parses arguments, shows progress and turns errors into messages naming the file.
 
+mod demo;
 mod evaluate;
 mod info;
 mod phantom;
 mod plan;
+mod predict;
 mod stats;
+mod train;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,7 +40,22 @@ enum Command {
     /// Per-gland volume, SUVmean/max/peak, SUV total, CT HU and centroid for a label map
     /// (stats.json + stats.csv).
     Stats(stats::StatsArgs),
+    /// Preprocess a dataset and train a fold of the planned U-Net (CT + PET in, glands out).
+    Train(train::TrainArgs),
+    /// Segment new cases with a trained model: label maps on the CT grid, per-gland uptake
+    /// tables, review images.
+    Predict(predict::PredictArgs),
+    /// The whole pipeline on the built-in synthetic cohort: phantom, plan, train, predict,
+    /// evaluate, report.
+    Demo(demo::DemoArgs),
 }
+
+/// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+pub(crate) type InferBackend = glandseg_net::Cpu;
+#[cfg(feature = "cuda")]
+pub(crate) type InferBackend = burn::backend::Cuda;
+pub(crate) type TrainBackend = burn::backend::Autodiff<InferBackend>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,6 +65,9 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,8 +13,8 @@ pub struct PlanArgs {
     /// Memory the training may use, GB.
     #[arg(long, default_value_t = 4.0)]
     budget_gb: f64,
-    /// Network widths: cpu (16..128 features) or gpu (32..320, as nnU-Net).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
+    /// Network widths: tiny (8..64 features), cpu (16..128) or gpu (32..320, as nnU-Net).
+    #[arg(long, default_value = "cpu", value_parser = ["tiny", "cpu", "gpu"])]
     preset: String,
     /// Seed of the foreground intensity sampling.
     #[arg(long, default_value_t = 0)]

@@ -6,7 +6,8 @@
 //!   so thin-slice cases are not thrown away;
 //! - topology: downsample an axis while it stays >= 4 voxels and its spacing is within 2x
 //!   of the finest current spacing; kernel 3 on axes within 2x of the finest spacing, else
-//!   1; features 32 * 2^i capped at 320 (GPU) or 16 * 2^i capped at 128 (CPU preset);
+//!   1; features 32 * 2^i capped at 320 (GPU) or 16 * 2^i capped at 128 (CPU preset), or
+//!   8 * 2^i capped at 64 ("tiny", the demo's minutes-on-two-cores network);
 //! - patch size: start from the median shape at the target spacing and shrink the axis that
 //!   is largest relative to that median until the estimated training memory fits the
 //!   budget; every axis divisible by its total downsampling;
@@ -140,10 +141,10 @@ pub fn target_spacing(spacings: &[[f64; 3]], shapes: &[[usize; 3]]) -> [f64; 3] 
 
 /// Stages for a patch at `spacing`: strides and kernels by nnU-Net's rules.
 pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: &str) -> Vec<Stage> {
-    let (base, cap) = if preset == "gpu" {
-        (32, 320)
-    } else {
-        (16, 128)
+    let (base, cap) = match preset {
+        "gpu" => (32, 320),
+        "tiny" => (8, 64),
+        _ => (16, 128),
     };
     let mut stages = Vec::new();
     let mut sp = spacing;

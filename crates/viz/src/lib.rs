@@ -3,6 +3,7 @@
 //! convention (the patient's right on the image's left), are sampled in world coordinates
 //! (so oblique or flipped volumes still display upright), and carry orientation letters.
 
+pub mod chart;
 mod font;
 pub mod review;
 

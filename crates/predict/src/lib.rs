@@ -1,0 +1,246 @@
+//! Prediction, nnU-Net's last stages: preprocess a new case exactly as the training data
+//! was, run the network over it in Gaussian-weighted sliding windows (folds ensembled,
+//! optionally mirrored with the left/right class swap), bring the probabilities back onto
+//! the CT's own grid, take the argmax, and postprocess. The head-and-neck region is found
+//! first ([`localize`]), so only that part of a long scan is resampled and segmented.
+
+pub mod localize;
+pub mod postprocess;
+pub mod sliding;
+
+use burn::tensor::backend::Backend;
+use glandseg_core::{Geometry, Volume};
+use glandseg_net::UNet;
+use glandseg_ops::resample::{resample, Interpolation};
+use glandseg_train::model_folder::ModelFolder;
+use glandseg_train::preprocess::{onto_first_grid, preprocess_images};
+use glandseg_train::{Result, TrainError};
+use indicatif::ProgressBar;
+pub use postprocess::{ComponentRule, LateralityCheck};
+use serde::Serialize;
+pub use sliding::{SlidingWindow, Tta};
+
+#[derive(Clone, Debug)]
+pub struct PredictOptions {
+    pub step: f64,
+    pub batch: usize,
+    pub mirror_lr: bool,
+    pub mirror_other_axes: bool,
+    pub localize: bool,
+    /// Height of the head-and-neck region below the top of the body, mm.
+    pub region_mm: f64,
+    pub components: ComponentRule,
+    pub keep_probabilities: bool,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        PredictOptions {
+            step: 0.5,
+            batch: 2,
+            mirror_lr: true,
+            mirror_other_axes: false,
+            localize: true,
+            region_mm: 250.0,
+            components: ComponentRule::LargestOnly,
+            keep_probabilities: false,
+        }
+    }
+}
+
+/// What a prediction found besides the label map.
+#[derive(Clone, Debug, Serialize)]
+pub struct PredictionReport {
+    /// Voxel box of the CT grid that was segmented.
+    pub region_lo: [usize; 3],
+    pub region_hi: [usize; 3],
+    pub tiles_shape: [usize; 3],
+    pub folds: Vec<String>,
+    pub tta_variants: usize,
+    pub laterality: Vec<LateralityCheck>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+pub struct Prediction {
+    /// Labels on the CT's grid.
+    pub labels: Volume<u8>,
+    /// Per-class probabilities on the CT's grid (when asked for), background first.
+    pub probabilities: Option<Vec<Volume<f32>>>,
+    pub report: PredictionReport,
+}
+
+/// A loaded model: the plan and one network per fold.
+pub struct Predictor<B: Backend> {
+    pub folder: ModelFolder,
+    pub folds: Vec<String>,
+    models: Vec<UNet<B>>,
+    device: B::Device,
+}
+
+impl<B: Backend> Predictor<B> {
+    /// Loads `folds` (all trained folds when empty) from a model folder.
+    pub fn load(dir: &std::path::Path, folds: &[String], device: B::Device) -> Result<Self> {
+        let folder = ModelFolder::open(dir)?;
+        let folds: Vec<String> = if folds.is_empty() {
+            folder.trained_folds()
+        } else {
+            folds.to_vec()
+        };
+        if folds.is_empty() {
+            return Err(TrainError::Input(format!(
+                "{}: no trained fold (no fold_*/checkpoint_*.ckpt)",
+                dir.display()
+            )));
+        }
+        let models = folds
+            .iter()
+            .map(|f| folder.load_network::<B>(f, &device))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Predictor {
+            folder,
+            folds,
+            models,
+            device,
+        })
+    }
+
+    /// Segments one case. `images` are the plan's channels in order (CT first); other
+    /// channels may be on their own grids and are resampled onto the CT's.
+    pub fn predict(
+        &self,
+        images: Vec<Volume<f32>>,
+        opts: &PredictOptions,
+        bar: &ProgressBar,
+    ) -> Result<Prediction> {
+        let started = std::time::Instant::now();
+        let plan = &self.folder.plan;
+        if images.len() != plan.channels.len() {
+            return Err(TrainError::Input(format!(
+                "the model reads {} channels ({}), {} were given",
+                plan.channels.len(),
+                plan.channels.join(", "),
+                images.len()
+            )));
+        }
+        let images = onto_first_grid(images);
+        let ct_grid = images[0].geometry().clone();
+        let is_ct = plan
+            .channels
+            .first()
+            .is_some_and(|c| c.eq_ignore_ascii_case("CT"));
+        let mut warnings = Vec::new();
+        let region = if opts.localize && is_ct {
+            localize::head_neck_region(&images[0], opts.region_mm, 20.0)
+        } else {
+            let body = glandseg_train::preprocess::body_box(&images[0], is_ct);
+            if opts.localize && !is_ct {
+                warnings.push("first channel is not CT: no head-and-neck localisation".into());
+            }
+            body
+        };
+        let (target, data) = preprocess_images(&images, plan, region)?;
+        drop(images);
+        let classes = plan.labels.num_classes();
+        let fill: Vec<f32> = plan
+            .normalization
+            .iter()
+            .map(|n| n.apply(f32::MIN))
+            .collect();
+        let window = SlidingWindow {
+            patch: plan.patch_size,
+            step: opts.step,
+            batch: opts.batch,
+        };
+        let swap_table = plan.labels.swap_table();
+        let tta = Tta {
+            mirror_lr: opts.mirror_lr,
+            mirror_other_axes: opts.mirror_other_axes,
+            lr_axis: target.axis_along(0).0,
+            swap: (0..classes).map(|c| swap_table[c] as usize).collect(),
+        };
+        let probs = sliding::predict_probabilities(
+            &self.models,
+            &data,
+            target.shape,
+            plan.channels.len(),
+            classes,
+            &fill,
+            &window,
+            &tta,
+            &self.device,
+            bar,
+        );
+        drop(data);
+        // Back to the CT grid: probabilities resampled linearly, then the argmax.
+        let region_grid = ct_grid.crop(region.0, region.1)?;
+        let n_target = target.num_voxels();
+        let mut best = Volume::filled(region_grid.clone(), f32::NEG_INFINITY);
+        let mut arg = Volume::filled(region_grid.clone(), 0u8);
+        let mut kept = Vec::new();
+        for c in 0..classes {
+            let v = Volume::from_vec(
+                target.clone(),
+                probs[c * n_target..(c + 1) * n_target].to_vec(),
+            )?;
+            let fill = if c == 0 { 1.0 } else { 0.0 };
+            let on_ct = resample(&v, &region_grid, Interpolation::Linear, fill);
+            for ((b, a), &p) in best
+                .as_slice_mut()
+                .iter_mut()
+                .zip(arg.as_slice_mut())
+                .zip(on_ct.as_slice())
+            {
+                if p > *b {
+                    *b = p;
+                    *a = c as u8;
+                }
+            }
+            if opts.keep_probabilities {
+                kept.push(on_ct);
+            }
+        }
+        let mut labels = place(&arg, &ct_grid, region.0, 0u8);
+        postprocess::filter_components(&mut labels, &plan.labels, &opts.components);
+        let laterality = postprocess::check_laterality(&labels, &plan.labels);
+        for l in &laterality {
+            if let Some(m) = &l.message {
+                warnings.push(m.clone());
+            }
+        }
+        let probabilities = opts.keep_probabilities.then(|| {
+            kept.iter()
+                .enumerate()
+                .map(|(c, v)| place(v, &ct_grid, region.0, if c == 0 { 1.0 } else { 0.0 }))
+                .collect()
+        });
+        Ok(Prediction {
+            labels,
+            probabilities,
+            report: PredictionReport {
+                region_lo: region.0,
+                region_hi: region.1,
+                tiles_shape: target.shape,
+                folds: self.folds.clone(),
+                tta_variants: 1 + opts.mirror_lr as usize + 2 * opts.mirror_other_axes as usize,
+                laterality,
+                warnings,
+                seconds: started.elapsed().as_secs_f64(),
+            },
+        })
+    }
+}
+
+/// `part` (a box of `grid` starting at `lo`) written into a full volume on `grid`.
+fn place<T: Clone + Copy>(part: &Volume<T>, grid: &Geometry, lo: [usize; 3], fill: T) -> Volume<T> {
+    let mut full = Volume::filled(grid.clone(), fill);
+    let [pi, pj, pk] = part.shape();
+    for k in 0..pk {
+        for j in 0..pj {
+            for i in 0..pi {
+                full.set(lo[0] + i, lo[1] + j, lo[2] + k, *part.get(i, j, k));
+            }
+        }
+    }
+    full
+}

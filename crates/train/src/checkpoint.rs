@@ -1,0 +1,100 @@
+//! Checkpoints: the model's weights, the optimiser's state and the run's own state (epoch,
+//! log, best score) in ONE file written atomically, so a kill at any moment leaves either
+//! the previous checkpoint or the new one, never a mix of the two.
+//!
+//! Layout (little-endian): `GLSGCKPT`, u32 format version, then three length-prefixed
+//! (u64) blocks: run state as JSON, model record, optimiser record (burn's binary record
+//! format, full precision). The model block alone is what prediction needs.
+
+use crate::error::{Result, TrainError};
+use burn::module::Module;
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::Backend;
+use glandseg_core::atomic;
+use glandseg_net::UNet;
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"GLSGCKPT";
+const VERSION: u32 = 1;
+
+pub struct CheckpointBlocks {
+    pub state_json: Vec<u8>,
+    pub model: Vec<u8>,
+    pub optim: Vec<u8>,
+}
+
+pub fn write(path: &Path, blocks: &CheckpointBlocks) -> Result<()> {
+    let mut out =
+        Vec::with_capacity(32 + blocks.state_json.len() + blocks.model.len() + blocks.optim.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    for b in [&blocks.state_json, &blocks.model, &blocks.optim] {
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    atomic::write_bytes(path, &out)?;
+    Ok(())
+}
+
+pub fn read(path: &Path) -> Result<CheckpointBlocks> {
+    let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    let bad = |msg: &str| TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    };
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return Err(bad("not a glandseg checkpoint (magic bytes missing)"));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(bad(&format!(
+            "checkpoint format version {version}, this glandseg reads {VERSION}"
+        )));
+    }
+    let mut pos = 12;
+    let mut blocks = Vec::new();
+    for name in ["state", "model", "optimiser"] {
+        if bytes.len() < pos + 8 {
+            return Err(bad(&format!("truncated before the {name} block")));
+        }
+        let len = u64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes")) as usize;
+        pos += 8;
+        if bytes.len() < pos.saturating_add(len) {
+            return Err(bad(&format!("truncated inside the {name} block")));
+        }
+        blocks.push(bytes[pos..pos + len].to_vec());
+        pos += len;
+    }
+    let optim = blocks.pop().expect("three blocks");
+    let model = blocks.pop().expect("three blocks");
+    let state_json = blocks.pop().expect("three blocks");
+    Ok(CheckpointBlocks {
+        state_json,
+        model,
+        optim,
+    })
+}
+
+pub(crate) fn recorder() -> BinBytesRecorder<FullPrecisionSettings> {
+    BinBytesRecorder::<FullPrecisionSettings>::default()
+}
+
+pub fn model_to_bytes<B: Backend>(model: &UNet<B>) -> Result<Vec<u8>> {
+    Recorder::<B>::record(&recorder(), model.clone().into_record(), ())
+        .map_err(|e| TrainError::Input(format!("serialising the model: {e}")))
+}
+
+/// Loads weights into a freshly built network of the same configuration.
+pub fn model_from_bytes<B: Backend>(
+    model: UNet<B>,
+    bytes: Vec<u8>,
+    device: &B::Device,
+    path: &Path,
+) -> Result<UNet<B>> {
+    let record =
+        Recorder::<B>::load(&recorder(), bytes, device).map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("weights do not fit the planned network: {e}"),
+        })?;
+    Ok(model.load_record(record))
+}

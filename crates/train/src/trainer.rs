@@ -1,0 +1,723 @@
+//! The training loop, nnU-Net's recipe: epochs of a fixed number of iterations, Dice + CE
+//! with deep supervision, SGD with Nesterov momentum 0.99 and poly learning-rate decay (or
+//! AdamW), gradient norm clipped at 12, a pseudo-Dice per class on validation patches
+//! after every epoch, an exponential moving average of it to pick the best checkpoint.
+//!
+//! Batches are built on a separate thread, running ahead of the network, from an RNG
+//! seeded by (seed, fold, iteration): together with the checkpointed optimiser state this
+//! makes `--continue` after a kill give the same weights as an unbroken run.
+
+use crate::augment::{AugmentConfig, PatchSampler};
+use crate::checkpoint::{self, CheckpointBlocks};
+use crate::error::{Result, TrainError};
+use crate::preprocess::{Cache, CachedCase};
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::record::Recorder;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use glandseg_core::atomic;
+use glandseg_net::{downsample_labels, DeepSupervisionLoss, UNet, UNetConfig};
+use glandseg_plan::Plan;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    AdamW,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub iters_per_epoch: usize,
+    /// Validation patches per epoch (fixed for the whole run).
+    pub val_patches: usize,
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate (nnU-Net: 1e-2 for SGD; 1e-3 is a sane AdamW start).
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Share of each batch forced to contain foreground.
+    pub oversample_foreground: f64,
+    /// Overrides of the plan (e.g. a smaller patch for a quick run).
+    pub batch_size: Option<usize>,
+    pub patch_size: Option<[usize; 3]>,
+    pub augment: AugmentConfig,
+    /// Batches prepared ahead of the network.
+    pub prefetch: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 100,
+            iters_per_epoch: 250,
+            val_patches: 20,
+            optimizer: OptimizerKind::Sgd,
+            lr: 1e-2,
+            weight_decay: 3e-5,
+            seed: 12345,
+            oversample_foreground: 0.33,
+            batch_size: None,
+            patch_size: None,
+            augment: AugmentConfig::default(),
+            prefetch: 2,
+        }
+    }
+}
+
+/// One row of `training_log.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    /// Pseudo-Dice per foreground class (label order), NaN when the class never appeared.
+    pub dice: Vec<f64>,
+    pub mean_dice: f64,
+    pub ema_dice: f64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainState {
+    pub fold: String,
+    pub epochs_done: usize,
+    pub best_ema: f64,
+    pub log: Vec<EpochLog>,
+    pub config: TrainConfig,
+    pub train_cases: Vec<String>,
+    pub val_cases: Vec<String>,
+}
+
+/// The optimiser behind one type, so a run can pick SGD or AdamW at run time.
+pub enum Optim<B: AutodiffBackend> {
+    Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, UNet<B>, B>),
+    AdamW(OptimizerAdaptor<AdamW, UNet<B>, B>),
+}
+
+impl<B: AutodiffBackend> Optim<B> {
+    pub fn new(cfg: &TrainConfig) -> Self {
+        let clip = burn::grad_clipping::GradientClippingConfig::Norm(12.0);
+        match cfg.optimizer {
+            OptimizerKind::Sgd => Optim::Sgd(
+                SgdConfig::new()
+                    .with_momentum(Some(
+                        MomentumConfig::new()
+                            .with_momentum(0.99)
+                            .with_dampening(0.0)
+                            .with_nesterov(true),
+                    ))
+                    .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
+                    .with_gradient_clipping(Some(clip))
+                    .init(),
+            ),
+            OptimizerKind::AdamW => Optim::AdamW(
+                AdamWConfig::new()
+                    .with_weight_decay(cfg.weight_decay as f32)
+                    .with_grad_clipping(Some(clip))
+                    .init(),
+            ),
+        }
+    }
+
+    fn step(&mut self, lr: f64, model: UNet<B>, grads: GradientsParams) -> UNet<B> {
+        match self {
+            Optim::Sgd(o) => o.step(lr, model, grads),
+            Optim::AdamW(o) => o.step(lr, model, grads),
+        }
+    }
+
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let r = checkpoint::recorder();
+        match self {
+            Optim::Sgd(o) => Recorder::<B>::record(&r, o.to_record(), ()),
+            Optim::AdamW(o) => Recorder::<B>::record(&r, o.to_record(), ()),
+        }
+        .map_err(|e| TrainError::Input(format!("serialising the optimiser: {e}")))
+    }
+
+    fn load_bytes(self, bytes: Vec<u8>, device: &B::Device, path: &Path) -> Result<Self> {
+        let r = checkpoint::recorder();
+        let err = |e: burn::record::RecorderError| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!("optimiser state does not fit this run (optimizer changed?): {e}"),
+        };
+        Ok(match self {
+            Optim::Sgd(o) => {
+                Optim::Sgd(o.load_record(Recorder::<B>::load(&r, bytes, device).map_err(err)?))
+            }
+            Optim::AdamW(o) => {
+                Optim::AdamW(o.load_record(Recorder::<B>::load(&r, bytes, device).map_err(err)?))
+            }
+        })
+    }
+}
+
+/// A batch as the network takes it.
+pub struct Batch {
+    pub image: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub n: usize,
+}
+
+/// The RNG of sample `s` of iteration `t` (validation uses `t = u64::MAX - s`).
+fn sample_rng(seed: u64, fold: &str, t: u64, s: u64) -> rand_chacha::ChaCha8Rng {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in fold.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    let mixed = seed
+        .wrapping_mul(0x9E3779B97F4A7C15)
+        .wrapping_add(h)
+        .wrapping_add(t.wrapping_mul(0xBF58476D1CE4E5B9))
+        .wrapping_add(s.wrapping_mul(0x94D049BB133111EB));
+    rand_chacha::ChaCha8Rng::seed_from_u64(mixed)
+}
+
+/// Builds batch `t`: sample `s` is forced to hold foreground when it is in the last
+/// `oversample` share of the batch (nnU-Net's rule; with 2 samples, one of them).
+pub fn make_batch(
+    cases: &[CachedCase],
+    sampler: &PatchSampler,
+    batch: usize,
+    oversample: f64,
+    seed: u64,
+    fold: &str,
+    t: u64,
+) -> Batch {
+    use rayon::prelude::*;
+    let first_forced = (batch as f64 * (1.0 - oversample)).round() as usize;
+    let patches: Vec<_> = (0..batch)
+        .into_par_iter()
+        .map(|s| {
+            let mut rng = sample_rng(seed, fold, t, s as u64);
+            let case = &cases[rng.random_range(0..cases.len())];
+            let lr_axis = case.info.geometry.axis_along(0).0;
+            sampler.sample(case, s >= first_forced, lr_axis, &mut rng)
+        })
+        .collect();
+    let mut image = Vec::with_capacity(patches.iter().map(|p| p.image.len()).sum());
+    let mut labels = Vec::new();
+    for p in &patches {
+        image.extend_from_slice(&p.image);
+        labels.extend_from_slice(&p.labels);
+    }
+    Batch {
+        image,
+        labels,
+        n: batch,
+    }
+}
+
+/// Deep-supervision targets: the label patch at each decoder resolution, finest first.
+pub fn targets<B: Backend>(
+    labels: &[u8],
+    n: usize,
+    patch: [usize; 3],
+    plan_stages: &[glandseg_plan::Stage],
+    levels: usize,
+    device: &B::Device,
+) -> Vec<Tensor<B, 4, Int>> {
+    let shape = [n, patch[2], patch[1], patch[0]];
+    let mut stride = [1usize; 3];
+    let mut out = Vec::new();
+    for l in 0..levels {
+        if l > 0 {
+            let s = plan_stages[l].stride;
+            stride = [stride[0] * s[2], stride[1] * s[1], stride[2] * s[0]];
+        }
+        let (v, sh) = downsample_labels(labels, shape, stride);
+        out.push(Tensor::<B, 4, Int>::from_data(
+            TensorData::new(v.into_iter().map(|x| x as i64).collect::<Vec<_>>(), sh),
+            device,
+        ));
+    }
+    out
+}
+
+pub fn network_config(plan: &Plan) -> UNetConfig {
+    UNetConfig {
+        in_channels: plan.channels.len(),
+        num_classes: plan.labels.num_classes(),
+        stages: plan.stages.clone(),
+    }
+}
+
+/// Patch size actually used: the override rounded up to the network's total stride.
+pub fn effective_patch(plan: &Plan, cfg: &TrainConfig) -> [usize; 3] {
+    let t = glandseg_plan::plan::total_stride(&plan.stages);
+    let p = cfg.patch_size.unwrap_or(plan.patch_size);
+    [0, 1, 2].map(|a| p[a].div_ceil(t[a]) * t[a])
+}
+
+/// Everything a run writes lives in `fold_dir`.
+pub struct Trainer<'a> {
+    pub plan: &'a Plan,
+    pub cache: &'a Cache,
+    pub fold_dir: PathBuf,
+    pub fold: String,
+    pub train_cases: Vec<String>,
+    pub val_cases: Vec<String>,
+    pub config: TrainConfig,
+    pub progress: bool,
+    /// Stop (as a kill would) once this many epochs are done in this call; the next run
+    /// with `resume` continues. For tests and for training in time slices.
+    pub stop_after_epochs: Option<usize>,
+}
+
+/// Outcome of a run.
+pub struct TrainSummary {
+    pub state: TrainState,
+    pub resumed_from_epoch: Option<usize>,
+}
+
+pub const LATEST: &str = "checkpoint_latest.ckpt";
+pub const BEST: &str = "checkpoint_best.ckpt";
+pub const FINAL: &str = "checkpoint_final.ckpt";
+
+impl Trainer<'_> {
+    fn open_cases(&self, ids: &[String]) -> Result<Vec<CachedCase>> {
+        ids.iter()
+            .map(|id| {
+                let idx = self.cache.index_of(id).ok_or_else(|| {
+                    TrainError::Input(format!(
+                        "case {id} is in the split but not in the preprocessed cache {}",
+                        self.cache.dir.display()
+                    ))
+                })?;
+                self.cache.open_case(idx)
+            })
+            .collect()
+    }
+
+    /// Trains (or resumes with `resume`) until `config.epochs` epochs are done.
+    pub fn run<B: AutodiffBackend>(
+        &self,
+        device: &B::Device,
+        resume: bool,
+    ) -> Result<TrainSummary> {
+        std::fs::create_dir_all(&self.fold_dir).map_err(|e| TrainError::io(&self.fold_dir, e))?;
+        let latest = self.fold_dir.join(LATEST);
+        let cfg = &self.config;
+        let plan = self.plan;
+        B::seed(device, cfg.seed);
+        let mut model: UNet<B> = network_config(plan).init(device);
+        let mut optim = Optim::<B>::new(cfg);
+        let mut state = TrainState {
+            fold: self.fold.clone(),
+            epochs_done: 0,
+            best_ema: f64::NEG_INFINITY,
+            log: Vec::new(),
+            config: cfg.clone(),
+            train_cases: self.train_cases.clone(),
+            val_cases: self.val_cases.clone(),
+        };
+        let mut resumed_from_epoch = None;
+        if latest.exists() {
+            if !resume {
+                return Err(TrainError::Input(format!(
+                    "{} exists: pass --continue to resume that run, or remove the folder to start over",
+                    latest.display()
+                )));
+            }
+            let blocks = checkpoint::read(&latest)?;
+            let saved: TrainState =
+                serde_json::from_slice(&blocks.state_json).map_err(|e| TrainError::Checkpoint {
+                    path: latest.clone(),
+                    msg: format!("run state: {e}"),
+                })?;
+            model = checkpoint::model_from_bytes(model, blocks.model, device, &latest)?;
+            optim = optim.load_bytes(blocks.optim, device, &latest)?;
+            // The saved settings win, except the number of epochs (a run may be extended).
+            let epochs = cfg.epochs;
+            state = saved;
+            state.config.epochs = epochs;
+            resumed_from_epoch = Some(state.epochs_done);
+        }
+        let cfg = state.config.clone();
+        let train = self.open_cases(&state.train_cases)?;
+        let val = if state.val_cases.is_empty() {
+            // `--fold all`: validate on (unaugmented patches of) the training cases.
+            self.open_cases(&state.train_cases)?
+        } else {
+            self.open_cases(&state.val_cases)?
+        };
+        if train.is_empty() {
+            return Err(TrainError::Input("no training cases in this fold".into()));
+        }
+        let patch = effective_patch(plan, &cfg);
+        let batch = cfg.batch_size.unwrap_or(plan.batch_size).max(1);
+        let fill: Vec<f32> = plan
+            .normalization
+            .iter()
+            .map(|n| n.apply(f32::MIN))
+            .collect();
+        let sampler = PatchSampler {
+            patch,
+            augment: cfg.augment.clone(),
+            swap: plan.labels.swap_table(),
+            fill: fill.clone(),
+        };
+        let val_sampler = PatchSampler {
+            augment: AugmentConfig::none(),
+            ..sampler.clone()
+        };
+        let levels = plan.stages.len() - 1;
+        let ds = DeepSupervisionLoss::new(levels.max(1));
+        let classes = plan.labels.num_classes();
+        let total = (cfg.epochs * cfg.iters_per_epoch) as u64;
+        let bar = if self.progress {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "train {bar:30} {pos}/{len} it [{elapsed_precise} < {eta}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_position((state.epochs_done * cfg.iters_per_epoch) as u64);
+
+        let start_t = (state.epochs_done * cfg.iters_per_epoch) as u64;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Batch)>(cfg.prefetch.max(1));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let fold = state.fold.clone();
+        std::thread::scope(|scope| -> Result<()> {
+            let producer = {
+                let (train, sampler, fold, stop) = (&train, &sampler, &fold, &stop);
+                let tx = tx.clone();
+                scope.spawn(move || {
+                    for t in start_t..total {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let b = make_batch(
+                            train,
+                            sampler,
+                            batch,
+                            cfg.oversample_foreground,
+                            cfg.seed,
+                            fold,
+                            t,
+                        );
+                        if tx.send((t, b)).is_err() {
+                            break;
+                        }
+                    }
+                })
+            };
+            drop(tx);
+            let result = (|| -> Result<()> {
+                let first_epoch = state.epochs_done;
+                for epoch in state.epochs_done..cfg.epochs {
+                    if self
+                        .stop_after_epochs
+                        .is_some_and(|n| epoch - first_epoch >= n)
+                    {
+                        break;
+                    }
+                    let started = std::time::Instant::now();
+                    let lr = cfg.lr * (1.0 - epoch as f64 / cfg.epochs as f64).powf(0.9);
+                    let mut loss_sum = 0.0;
+                    for _ in 0..cfg.iters_per_epoch {
+                        let (_, b) = rx.recv().map_err(|_| {
+                            TrainError::Input("the batch thread stopped unexpectedly".into())
+                        })?;
+                        let x = Tensor::<B, 5>::from_data(
+                            TensorData::new(
+                                b.image,
+                                [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
+                            ),
+                            device,
+                        );
+                        let outs = model.forward_all(x);
+                        let tg =
+                            targets::<B>(&b.labels, b.n, patch, &plan.stages, outs.len(), device);
+                        let loss = ds.loss(outs, tg);
+                        let value: f64 = loss
+                            .clone()
+                            .into_scalar()
+                            .to_string()
+                            .parse()
+                            .unwrap_or(f64::NAN);
+                        if !value.is_finite() {
+                            return Err(TrainError::Input(format!(
+                                "training loss became {value} in epoch {epoch}; lower the learning rate (--lr)"
+                            )));
+                        }
+                        loss_sum += value;
+                        let grads = GradientsParams::from_grads(loss.backward(), &model);
+                        model = optim.step(lr, model, grads);
+                        bar.inc(1);
+                    }
+                    let train_loss = loss_sum / cfg.iters_per_epoch as f64;
+                    let (val_loss, dice) = validate::<B>(
+                        &model.valid(),
+                        &val,
+                        &val_sampler,
+                        &cfg,
+                        &fold,
+                        plan,
+                        patch,
+                        classes,
+                        device,
+                    );
+                    let present: Vec<f64> =
+                        dice.iter().cloned().filter(|d| d.is_finite()).collect();
+                    let mean_dice = if present.is_empty() {
+                        0.0
+                    } else {
+                        present.iter().sum::<f64>() / present.len() as f64
+                    };
+                    let ema = match state.log.last() {
+                        Some(prev) => 0.9 * prev.ema_dice + 0.1 * mean_dice,
+                        None => mean_dice,
+                    };
+                    state.log.push(EpochLog {
+                        epoch,
+                        lr,
+                        train_loss,
+                        val_loss,
+                        dice,
+                        mean_dice,
+                        ema_dice: ema,
+                        seconds: started.elapsed().as_secs_f64(),
+                    });
+                    state.epochs_done = epoch + 1;
+                    bar.set_message(format!(
+                        "epoch {}/{} loss {train_loss:.3} val Dice {mean_dice:.3}",
+                        epoch + 1,
+                        cfg.epochs
+                    ));
+                    let blocks = CheckpointBlocks {
+                        state_json: serde_json::to_vec_pretty(&state).expect("state serialises"),
+                        model: checkpoint::model_to_bytes(&model)?,
+                        optim: optim.to_bytes()?,
+                    };
+                    if ema > state.best_ema {
+                        state.best_ema = ema;
+                        checkpoint::write(&self.fold_dir.join(BEST), &blocks)?;
+                    }
+                    let blocks = CheckpointBlocks {
+                        state_json: serde_json::to_vec_pretty(&state).expect("state serialises"),
+                        ..blocks
+                    };
+                    checkpoint::write(&latest, &blocks)?;
+                    write_log(&self.fold_dir, &state, &plan.labels)?;
+                    if state.epochs_done == cfg.epochs {
+                        checkpoint::write(&self.fold_dir.join(FINAL), &blocks)?;
+                    }
+                }
+                Ok(())
+            })();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            // Unblock the producer if it waits on a full channel.
+            while rx.try_recv().is_ok() {}
+            drop(rx);
+            let _ = producer.join();
+            result
+        })?;
+        bar.finish_and_clear();
+        Ok(TrainSummary {
+            state,
+            resumed_from_epoch,
+        })
+    }
+}
+
+/// Pseudo-Dice per foreground class over all validation patches (TP, FP, FN summed first,
+/// as nnU-Net does), and the mean validation loss.
+#[allow(clippy::too_many_arguments)]
+fn validate<B: AutodiffBackend>(
+    model: &UNet<B::InnerBackend>,
+    val: &[CachedCase],
+    sampler: &PatchSampler,
+    cfg: &TrainConfig,
+    fold: &str,
+    plan: &Plan,
+    patch: [usize; 3],
+    classes: usize,
+    device: &B::Device,
+) -> (f64, Vec<f64>) {
+    let mut tp = vec![0u64; classes];
+    let mut fp = vec![0u64; classes];
+    let mut fneg = vec![0u64; classes];
+    let mut loss_sum = 0.0;
+    let n = cfg.val_patches.max(1);
+    let first_forced = (n as f64 * (1.0 - cfg.oversample_foreground)).round() as usize;
+    for s in 0..n {
+        let mut rng = sample_rng(cfg.seed, fold, u64::MAX - 1, s as u64);
+        let case = &val[rng.random_range(0..val.len())];
+        let lr_axis = case.info.geometry.axis_along(0).0;
+        let p = sampler.sample(case, s >= first_forced, lr_axis, &mut rng);
+        let x = Tensor::<B::InnerBackend, 5>::from_data(
+            TensorData::new(
+                p.image,
+                [1, plan.channels.len(), patch[2], patch[1], patch[0]],
+            ),
+            device,
+        );
+        let logits = model.forward(x);
+        let t = targets::<B::InnerBackend>(&p.labels, 1, patch, &plan.stages, 1, device);
+        let l: f64 = glandseg_net::dice_ce_loss(logits.clone(), t[0].clone())
+            .into_scalar()
+            .to_string()
+            .parse()
+            .unwrap_or(f64::NAN);
+        loss_sum += l;
+        let pred: Vec<i64> = logits.argmax(1).into_data().iter::<i64>().collect();
+        for (pr, &gt) in pred.iter().zip(&p.labels) {
+            let (pr, gt) = (*pr as usize, gt as usize);
+            if pr == gt {
+                tp[gt] += 1;
+            } else {
+                fp[pr] += 1;
+                fneg[gt] += 1;
+            }
+        }
+    }
+    let dice = (1..classes)
+        .map(|c| {
+            let d = 2 * tp[c] + fp[c] + fneg[c];
+            if 2 * tp[c] + fneg[c] == 0 && fp[c] == 0 || d == 0 {
+                f64::NAN
+            } else {
+                2.0 * tp[c] as f64 / d as f64
+            }
+        })
+        .collect();
+    (loss_sum / n as f64, dice)
+}
+
+fn write_log(dir: &Path, state: &TrainState, labels: &glandseg_core::LabelMap) -> Result<()> {
+    let names: Vec<String> = (1..labels.num_classes())
+        .map(|v| labels.name(v as u8).unwrap_or("unused").to_string())
+        .collect();
+    let mut csv = String::from("epoch,lr,train_loss,val_loss,mean_dice,ema_dice,seconds");
+    for n in &names {
+        csv.push_str(&format!(",dice_{n}"));
+    }
+    csv.push('\n');
+    for r in &state.log {
+        csv.push_str(&format!(
+            "{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.2}",
+            r.epoch + 1,
+            r.lr,
+            r.train_loss,
+            r.val_loss,
+            r.mean_dice,
+            r.ema_dice,
+            r.seconds
+        ));
+        for d in &r.dice {
+            if d.is_finite() {
+                csv.push_str(&format!(",{d:.6}"));
+            } else {
+                csv.push(',');
+            }
+        }
+        csv.push('\n');
+    }
+    atomic::write_bytes(&dir.join("training_log.csv"), csv.as_bytes())?;
+    let x: Vec<f64> = state.log.iter().map(|r| (r.epoch + 1) as f64).collect();
+    let series = vec![
+        glandseg_viz::chart::Series {
+            name: "train loss".into(),
+            values: state.log.iter().map(|r| r.train_loss).collect(),
+            axis: glandseg_viz::chart::Axis::Left,
+        },
+        glandseg_viz::chart::Series {
+            name: "val loss".into(),
+            values: state.log.iter().map(|r| r.val_loss).collect(),
+            axis: glandseg_viz::chart::Axis::Left,
+        },
+        glandseg_viz::chart::Series {
+            name: "pseudo-Dice (EMA)".into(),
+            values: state.log.iter().map(|r| r.ema_dice).collect(),
+            axis: glandseg_viz::chart::Axis::Right,
+        },
+    ];
+    let img = glandseg_viz::chart::line_chart(
+        &format!("training fold {}", state.fold),
+        "epoch",
+        &x,
+        &series,
+        ("loss", "Dice"),
+    );
+    glandseg_viz::save_png(&dir.join("progress.png"), &img)?;
+    Ok(())
+}
+
+/// Wall time of one training iteration (batch preparation + forward + backward + step) of
+/// the planned network, after one warm-up iteration: what `glandseg demo` fits its
+/// iteration count to.
+pub fn seconds_per_iteration<B: AutodiffBackend>(
+    plan: &Plan,
+    cache: &Cache,
+    cfg: &TrainConfig,
+    device: &B::Device,
+    steps: usize,
+) -> Result<f64> {
+    let cases: Vec<CachedCase> = (0..cache.cases.len())
+        .map(|i| cache.open_case(i))
+        .collect::<Result<_>>()?;
+    if cases.is_empty() {
+        return Err(TrainError::Input("the cache holds no cases".into()));
+    }
+    let patch = effective_patch(plan, cfg);
+    let batch = cfg.batch_size.unwrap_or(plan.batch_size).max(1);
+    let sampler = PatchSampler {
+        patch,
+        augment: cfg.augment.clone(),
+        swap: plan.labels.swap_table(),
+        fill: plan
+            .normalization
+            .iter()
+            .map(|n| n.apply(f32::MIN))
+            .collect(),
+    };
+    let mut model: UNet<B> = network_config(plan).init(device);
+    let mut optim = Optim::<B>::new(cfg);
+    let ds = DeepSupervisionLoss::new((plan.stages.len() - 1).max(1));
+    let mut elapsed = 0.0;
+    for t in 0..=steps {
+        let started = std::time::Instant::now();
+        let b = make_batch(
+            &cases,
+            &sampler,
+            batch,
+            cfg.oversample_foreground,
+            cfg.seed,
+            "timing",
+            t as u64,
+        );
+        let x = Tensor::<B, 5>::from_data(
+            TensorData::new(
+                b.image,
+                [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
+            ),
+            device,
+        );
+        let outs = model.forward_all(x);
+        let tg = targets::<B>(&b.labels, b.n, patch, &plan.stages, outs.len(), device);
+        let loss = ds.loss(outs, tg);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(cfg.lr, model, grads);
+        if t > 0 {
+            elapsed += started.elapsed().as_secs_f64();
+        }
+    }
+    Ok(elapsed / steps.max(1) as f64)
+}

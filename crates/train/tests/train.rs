@@ -1,0 +1,270 @@
+//! Training on the synthetic cohort, small enough for two CPU cores: the cache, the
+//! laterality of mirrored patches, a loss that falls, and a resumed run that ends with the
+//! same weights as an unbroken one.
+
+use glandseg_net::CpuAutodiff;
+use glandseg_phantom::{write_dataset, Fov, PhantomConfig};
+use glandseg_plan::{fingerprint, make_plan, Dataset, Plan, PlanOptions};
+use glandseg_train::augment::{AugmentConfig, PatchSampler};
+use glandseg_train::checkpoint;
+use glandseg_train::trainer::{OptimizerKind, TrainConfig, Trainer, LATEST};
+use glandseg_train::Cache;
+use rand::SeedableRng;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// Two phantom cases at a coarse scale, planned for a tiny network, preprocessed once.
+fn fixture() -> &'static (tempfile::TempDir, Plan) {
+    static F: OnceLock<(tempfile::TempDir, Plan)> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ds_dir = dir.path().join("ds");
+        let cfg = PhantomConfig {
+            seed: 3,
+            fov: Fov::Head,
+            cut_top: false,
+            scale: 0.3,
+        };
+        write_dataset(&ds_dir, &cfg, 2, false, &|_| {}).unwrap();
+        let ds = Dataset::open(&ds_dir).unwrap();
+        let fp = fingerprint(&ds, 0).unwrap();
+        let mut plan = make_plan(
+            &fp,
+            &ds.labels,
+            &ds.channels,
+            &PlanOptions {
+                budget_gb: 1.0,
+                preset: "tiny".into(),
+            },
+        );
+        plan.target_spacing = [4.0; 3];
+        plan.patch_size = [24, 24, 24];
+        plan.stages = glandseg_plan::plan::topology(plan.patch_size, plan.target_spacing, "tiny");
+        plan.batch_size = 2;
+        Cache::build(&ds, &plan, &dir.path().join("cache"), false).unwrap();
+        (dir, plan)
+    })
+}
+
+fn cache() -> Cache {
+    Cache::open(&fixture().0.path().join("cache")).unwrap()
+}
+
+#[test]
+fn cache_holds_normalised_channels_and_labels() {
+    let (_, plan) = fixture();
+    let cache = cache();
+    assert_eq!(cache.cases.len(), 2);
+    let c = cache.open_case(0).unwrap();
+    assert_eq!(c.info.geometry.spacing, [4.0; 3]);
+    assert_eq!(c.labels().len(), c.info.geometry.num_voxels());
+    assert_eq!(c.images().len(), 2 * c.info.geometry.num_voxels());
+    // z-scored CT: mean over the body near 0, and every gland present.
+    assert!(c.images().iter().all(|v| v.is_finite()));
+    for v in 1..=6u8 {
+        assert!(
+            c.info
+                .class_locations
+                .get(&v)
+                .is_some_and(|l| !l.is_empty()),
+            "label {v} survives preprocessing"
+        );
+    }
+    // Reopening a cache with the same plan reuses it (no rewrite).
+    let before = std::fs::metadata(cache.dir.join("GLAND_000.f32"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let ds = Dataset::open(&fixture().0.path().join("ds")).unwrap();
+    Cache::build(&ds, plan, &cache.dir, false).unwrap();
+    let after = std::fs::metadata(cache.dir.join("GLAND_000.f32"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+/// Centroid along `axis` of `value` in a patch.
+fn centroid(labels: &[u8], p: [usize; 3], axis: usize, value: u8) -> Option<f64> {
+    let (mut s, mut n) = (0.0, 0usize);
+    for (o, &l) in labels.iter().enumerate() {
+        if l == value {
+            let ijk = [o % p[0], (o / p[0]) % p[1], o / (p[0] * p[1])];
+            s += ijk[axis] as f64;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| s / n as f64)
+}
+
+#[test]
+fn mirrored_patches_keep_left_labels_on_the_patients_left() {
+    let (_, plan) = fixture();
+    let cache = cache();
+    let case = cache.open_case(0).unwrap();
+    let shape = case.info.geometry.shape;
+    // One patch covering the whole head, centred: both sides visible.
+    let patch = shape.map(|n| n + 2);
+    let mut sampler = PatchSampler {
+        patch,
+        augment: AugmentConfig::none(),
+        swap: plan.labels.swap_table(),
+        fill: vec![-5.0, -5.0],
+    };
+    let (lr_axis, left_is_up) = case.info.geometry.axis_along(0);
+    let mid = (patch[lr_axis] as f64 - 1.0) / 2.0;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let plain = sampler.sample(&case, false, lr_axis, &mut rng);
+    assert!(!plain.mirrored);
+    sampler.augment.p_mirror_lr = 1.0;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mirrored = sampler.sample(&case, false, lr_axis, &mut rng);
+    assert!(mirrored.mirrored);
+    for (left, right) in [(1u8, 2u8), (3, 4), (5, 6)] {
+        for p in [&plain, &mirrored] {
+            let cl = centroid(&p.labels, patch, lr_axis, left).unwrap();
+            let cr = centroid(&p.labels, patch, lr_axis, right).unwrap();
+            // Patient's left = +x (LPS); along the voxel axis that is "up" when the
+            // direction is positive.
+            let on_left = |c: f64| if left_is_up { c > mid } else { c < mid };
+            assert!(
+                on_left(cl),
+                "label {left} on the patient's left (mirrored: {})",
+                p.mirrored
+            );
+            assert!(
+                !on_left(cr),
+                "label {right} on the patient's right (mirrored: {})",
+                p.mirrored
+            );
+        }
+    }
+    // The image really was mirrored: channel 0 reversed along the LR axis.
+    let at = |img: &[f32], i: usize, j: usize, k: usize| img[(k * patch[1] + j) * patch[0] + i];
+    let (i, j, k) = (patch[0] / 3, patch[1] / 2, patch[2] / 2);
+    let mut q = [i, j, k];
+    q[lr_axis] = patch[lr_axis] - 1 - q[lr_axis];
+    assert_eq!(
+        at(&plain.image, i, j, k),
+        at(&mirrored.image, q[0], q[1], q[2])
+    );
+}
+
+fn tiny_config(epochs: usize, iters: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        iters_per_epoch: iters,
+        val_patches: 2,
+        optimizer: OptimizerKind::AdamW,
+        lr: 3e-3,
+        seed: 7,
+        augment: AugmentConfig::none(),
+        ..TrainConfig::default()
+    }
+}
+
+fn trainer<'a>(plan: &'a Plan, cache: &'a Cache, dir: &Path, cfg: TrainConfig) -> Trainer<'a> {
+    Trainer {
+        plan,
+        cache,
+        fold_dir: dir.to_path_buf(),
+        fold: "0".into(),
+        train_cases: vec!["GLAND_000".into()],
+        val_cases: vec!["GLAND_001".into()],
+        config: cfg,
+        progress: false,
+        stop_after_epochs: None,
+    }
+}
+
+#[test]
+fn tiny_training_lowers_the_loss_and_writes_its_log() {
+    let (_, plan) = fixture();
+    let cache = cache();
+    let dir = tempfile::tempdir().unwrap();
+    let t = trainer(plan, &cache, dir.path(), tiny_config(3, 6));
+    let s = t.run::<CpuAutodiff>(&Default::default(), false).unwrap();
+    let log = &s.state.log;
+    assert_eq!(log.len(), 3);
+    assert!(log
+        .iter()
+        .all(|r| r.train_loss.is_finite() && r.val_loss.is_finite()));
+    assert!(
+        log[2].train_loss < log[0].train_loss,
+        "loss falls: {:?}",
+        log.iter().map(|r| r.train_loss).collect::<Vec<_>>()
+    );
+    for f in [
+        "checkpoint_latest.ckpt",
+        "checkpoint_best.ckpt",
+        "checkpoint_final.ckpt",
+        "training_log.csv",
+        "progress.png",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} written");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("training_log.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    assert!(csv.starts_with("epoch,lr,train_loss"));
+    assert!(csv.contains("dice_lacrimal_right"));
+    // Without --continue an existing run is not overwritten.
+    let again = trainer(plan, &cache, dir.path(), tiny_config(3, 6));
+    let err = again
+        .run::<CpuAutodiff>(&Default::default(), false)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--continue"), "{err}");
+}
+
+#[test]
+fn resumed_training_gives_bit_identical_weights() {
+    let (_, plan) = fixture();
+    let cache = cache();
+    let straight = tempfile::tempdir().unwrap();
+    trainer(plan, &cache, straight.path(), tiny_config(2, 2))
+        .run::<CpuAutodiff>(&Default::default(), false)
+        .unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    let mut first = trainer(plan, &cache, broken.path(), tiny_config(2, 2));
+    first.stop_after_epochs = Some(1); // a kill after the first epoch's checkpoint
+    let s = first
+        .run::<CpuAutodiff>(&Default::default(), false)
+        .unwrap();
+    assert_eq!(s.state.epochs_done, 1);
+    let s = trainer(plan, &cache, broken.path(), tiny_config(2, 2))
+        .run::<CpuAutodiff>(&Default::default(), true)
+        .unwrap();
+    assert_eq!(s.resumed_from_epoch, Some(1));
+    assert_eq!(s.state.epochs_done, 2);
+    let a = checkpoint::read(&straight.path().join(LATEST)).unwrap();
+    let b = checkpoint::read(&broken.path().join(LATEST)).unwrap();
+    assert!(
+        a.model == b.model,
+        "weights after resume equal the unbroken run's"
+    );
+    let la = std::fs::read_to_string(straight.path().join("training_log.csv")).unwrap();
+    let lb = std::fs::read_to_string(broken.path().join("training_log.csv")).unwrap();
+    let strip = |s: &str| -> Vec<String> {
+        // every column but the wall time
+        s.lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(',').collect();
+                f.remove(6);
+                f.join(",")
+            })
+            .collect()
+    };
+    assert_eq!(strip(&la), strip(&lb));
+}
+
+#[test]
+fn a_damaged_checkpoint_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(LATEST);
+    std::fs::write(&p, b"GLSGCKPT\x01\x00\x00\x00\xff\xff").unwrap();
+    let e = checkpoint::read(&p).err().unwrap().to_string();
+    assert!(e.contains(LATEST) && e.contains("truncated"), "{e}");
+    std::fs::write(&p, b"not a checkpoint").unwrap();
+    let e = checkpoint::read(&p).err().unwrap().to_string();
+    assert!(e.contains("not a glandseg checkpoint"), "{e}");
+}
