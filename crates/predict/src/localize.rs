@@ -105,7 +105,11 @@ mod tests {
         }
         let (lo, hi) = head_neck_region(&ct, 250.0, 10.0);
         assert_eq!(hi[2], 200 + 5, "top of the body plus the margin");
-        assert_eq!(lo[2], 200 - 125 - 5);
+        assert_eq!(
+            lo[2],
+            199 - 125 - 5,
+            "125 slices of 2 mm below the top slice"
+        );
         assert_eq!((lo[0], hi[0]), (7, 33));
         // Same scan stored feet-first in k (k axis pointing inferior).
         let mut g2 = ct.geometry().clone();

@@ -245,6 +245,19 @@ pub fn targets<B: Backend>(
     out
 }
 
+/// A freshly initialised network, the same for the same seed. burn's backends seed one
+/// process-wide RNG and initialise parameters lazily (on first use), so the seed, the
+/// construction and a touch of every parameter happen under one lock: runs in parallel
+/// threads of one process (tests, a fold ensemble) then cannot interleave their draws.
+pub fn seeded_network<B: Backend>(plan: &Plan, seed: u64, device: &B::Device) -> UNet<B> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
+    B::seed(device, seed);
+    let model: UNet<B> = network_config(plan).init(device);
+    let _ = crate::checkpoint::weight_values(&model);
+    model
+}
+
 pub fn network_config(plan: &Plan) -> UNetConfig {
     UNetConfig {
         in_channels: plan.channels.len(),
@@ -310,8 +323,7 @@ impl Trainer<'_> {
         let latest = self.fold_dir.join(LATEST);
         let cfg = &self.config;
         let plan = self.plan;
-        B::seed(device, cfg.seed);
-        let mut model: UNet<B> = network_config(plan).init(device);
+        let mut model: UNet<B> = seeded_network(plan, cfg.seed, device);
         let mut optim = Optim::<B>::new(cfg);
         let mut state = TrainState {
             fold: self.fold.clone(),
