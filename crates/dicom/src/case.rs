@@ -138,7 +138,9 @@ fn common_slice_elems(
         s(tags::ACQUISITION_TIME, VR::TM, time.clone()),
         s(tags::CONTENT_DATE, VR::DA, date),
         s(tags::CONTENT_TIME, VR::TM, time),
-        s(tags::PATIENT_POSITION, VR::CS, "HFS"),
+        // An unpaired body part: this is what lets a validator know Laterality (2C) is
+        // rightly absent.
+        s(tags::BODY_PART_EXAMINED, VR::CS, "HEADNECK"),
         s(
             tags::FRAME_OF_REFERENCE_UID,
             VR::UI,
@@ -213,7 +215,7 @@ pub fn write_ct_series(
     let g = ct.geometry();
     check_in_plane(g, dir)?;
     let series_uid = new_uid();
-    let common = common_slice_elems(
+    let mut common = common_slice_elems(
         g,
         ctx,
         "CT",
@@ -224,6 +226,9 @@ pub fn write_ct_series(
     );
     let plane = g.shape[0] * g.shape[1];
     let data = ct.as_slice();
+    // PET says the same with (empty) patient orientation code sequences instead, which
+    // PS3.3 does not allow together with PatientPosition.
+    common.push(s(tags::PATIENT_POSITION, VR::CS, "HFS"));
     let uids = write_slices(dir, "CT", g.shape[2], |k, uid| {
         let stored: Vec<i16> = data[k * plane..(k + 1) * plane]
             .iter()

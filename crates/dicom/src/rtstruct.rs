@@ -154,6 +154,7 @@ pub fn write_rtstruct(
     if source.is_none() {
         patient.study_date = date.clone();
         patient.study_time = time.clone();
+        patient.study_id = "1".into();
     }
     let [ni, nj, nk] = g.shape;
     let plane = ni * nj;

@@ -266,6 +266,7 @@ fn build_seg(
     if source.is_none() {
         patient.study_date = date.clone();
         patient.study_time = time.clone();
+        patient.study_id = "1".into();
     }
 
     let d = g.direction;
@@ -298,7 +299,7 @@ fn build_seg(
             VR::LO,
             "Salivary and lacrimal glands (glandseg)",
         ),
-        s(tags::CONTENT_CREATOR_NAME, VR::PN, "glandseg"),
+        s(tags::CONTENT_CREATOR_NAME, VR::PN, "glandseg^"),
         us(tags::SAMPLES_PER_PIXEL, 1),
         s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         us(tags::ROWS, nj as u16),

@@ -109,6 +109,24 @@ pub fn write_export(dir: &Path) -> CaseDicom {
     )
     .expect("write_case_dicom");
     std::fs::write(dir.join("labels.npy"), npy_bytes(&lab)).unwrap();
+    // The same labels without a source series (new study and frame of reference), the
+    // form `glandseg predict` writes for NIfTI input.
+    glandseg_dicom::write_seg(
+        &dir.join("standalone/seg.dcm"),
+        &lab,
+        &map,
+        None,
+        &Default::default(),
+    )
+    .expect("standalone SEG");
+    glandseg_dicom::write_rtstruct(
+        &dir.join("standalone/rtstruct.dcm"),
+        &lab,
+        &map,
+        None,
+        &Default::default(),
+    )
+    .expect("standalone RTSTRUCT");
     let segments: Vec<serde_json::Value> = map
         .foreground()
         .map(|(v, name)| {
