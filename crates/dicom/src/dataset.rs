@@ -75,7 +75,12 @@ impl SourceSeries {
         let obj = dicom_object::OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(&first.path)
-            .map_err(|e| file_err(&first.path, format!("not a DICOM file ({e})")))?;
+            .map_err(|e| {
+                file_err(
+                    &first.path,
+                    format!("not a DICOM file ({})", error_chain(&e)),
+                )
+            })?;
         let t = |tag| text(&obj, tag).unwrap_or_default();
         let sop_class_uid = text(&obj, tags::SOP_CLASS_UID)
             .ok_or_else(|| file_err(&first.path, "SOPClassUID (0008,0016) is missing"))?;
@@ -323,8 +328,28 @@ pub(crate) fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, Dico
     if !path.is_file() {
         return Err(file_err(path, "no such file"));
     }
-    dicom_object::open_file(path)
-        .map_err(|e| file_err(path, format!("not a readable DICOM file ({e})")))
+    dicom_object::open_file(path).map_err(|e| {
+        file_err(
+            path,
+            format!("not a readable DICOM file ({})", error_chain(&e)),
+        )
+    })
+}
+
+/// An error and all its sources: dicom-rs puts the element and offset where parsing
+/// stopped in the inner errors, which is what a user needs to see for a truncated file.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]
