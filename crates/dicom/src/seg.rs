@@ -892,22 +892,19 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
             distinct.push(*p);
         }
     }
-    let step = between.unwrap_or_else(|| {
-        if distinct.len() > 1 {
-            distinct
-                .windows(2)
-                .map(|w| w[1] - w[0])
-                .fold(f64::INFINITY, f64::min)
-        } else {
-            thickness.unwrap_or(1.0)
-        }
-    });
+    let min_gap = if distinct.len() > 1 {
+        distinct
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .fold(f64::INFINITY, f64::min)
+    } else {
+        thickness.unwrap_or(1.0)
+    };
     let first_pos = raw
         .iter()
         .find(|r| (dot(r.1, normal) - lo).abs() <= 1e-3)
         .map(|r| r.1)
         .unwrap_or(raw[0].1);
-    let mut ks = Vec::with_capacity(raw.len());
     for (f, r) in raw.iter().enumerate() {
         let d = [
             r.1[0] - first_pos[0],
@@ -921,16 +918,39 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
                 r.1
             )));
         }
-        let kf = dot(d, normal) / step;
-        if (kf - kf.round()).abs() > 0.05 {
-            return Err(fail(format!(
-                "frame {f}: position {:?} is {kf:.3} slice steps ({step} mm) from the first slice, not a whole number",
-                r.1
-            )));
-        }
-        ks.push(kf.round() as usize);
     }
+    // Slice index of every frame for a step: SpacingBetweenSlices when the frames sit on
+    // its multiples (it keeps the gaps of slices without foreground), else the smallest
+    // gap between frames (some writers state a SpacingBetweenSlices that is not the step).
+    let place = |step: f64| -> Result<Vec<usize>, String> {
+        raw.iter()
+            .enumerate()
+            .map(|(f, r)| {
+                let d = [r.1[0] - first_pos[0], r.1[1] - first_pos[1], r.1[2] - first_pos[2]];
+                let kf = dot(d, normal) / step;
+                if (kf - kf.round()).abs() > 0.05 {
+                    Err(format!(
+                        "frame {f}: position {:?} is {kf:.3} slice steps ({step} mm) from the first slice, not a whole number",
+                        r.1
+                    ))
+                } else {
+                    Ok(kf.round().max(0.0) as usize)
+                }
+            })
+            .collect()
+    };
+    let (step, ks) = match between.map(|b| (b, place(b))) {
+        Some((b, Ok(ks))) => (b, ks),
+        _ => (min_gap, place(min_gap).map_err(fail)?),
+    };
     let nk = ks.iter().max().copied().unwrap_or(0) + 1;
+    // A stack this long means inconsistent positions, not a real scan: refuse it rather
+    // than allocate gigabytes.
+    if nk > 20_000 || nk.saturating_mul(plane) > 1 << 32 {
+        return Err(fail(format!(
+            "the frames span {nk} slices of {step} mm ({rows}x{cols}): ImagePositionPatient or SpacingBetweenSlices is inconsistent"
+        )));
+    }
     let geometry = Geometry {
         shape: [cols, rows, nk],
         spacing: [ps[1], ps[0], step],
