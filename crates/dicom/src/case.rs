@@ -30,6 +30,14 @@ pub struct PatientMeta {
     pub injection_to_scan_s: f64,
     /// Scan time as Unix seconds (UTC); `None` = now. Fixed values make files reproducible.
     pub scan_time_unix: Option<f64>,
+    /// `M`, `F`, `O` or empty (unknown); with the height it lets readers compute SUVlbm.
+    pub patient_sex: String,
+    pub patient_height_m: Option<f64>,
+    /// Radiopharmaceutical (0018,0031), e.g. `Ga-68 PSMA-11`.
+    pub radiopharmaceutical: String,
+    /// Radionuclide, e.g. `18F`, `F-18`, `68Ga`, `Ga-68`: coded in RadionuclideCodeSequence
+    /// when recognised (F-18, Ga-68), else by the half-life, else left empty.
+    pub radionuclide: String,
 }
 
 impl Default for PatientMeta {
@@ -43,7 +51,27 @@ impl Default for PatientMeta {
             half_life_s: 6586.2,
             injection_to_scan_s: 3600.0,
             scan_time_unix: None,
+            patient_sex: String::new(),
+            patient_height_m: None,
+            radiopharmaceutical: "PSMA".into(),
+            radionuclide: "18F".into(),
         }
+    }
+}
+
+/// SNOMED CT code of a radionuclide given by name (or, failing that, by half-life).
+fn radionuclide_code(name: &str, half_life_s: f64) -> Option<(&'static str, &'static str)> {
+    let n = name.to_ascii_lowercase().replace(['-', ' ', '^'], "");
+    if ["18f", "f18", "18fluorine", "fluorine18"].contains(&n.as_str()) {
+        Some(("77004003", "^18^Fluorine"))
+    } else if ["68ga", "ga68", "68gallium", "gallium68"].contains(&n.as_str()) {
+        Some(("35337001", "^68^Gallium"))
+    } else if n.is_empty() && (half_life_s - 6586.2).abs() < 60.0 {
+        Some(("77004003", "^18^Fluorine"))
+    } else if n.is_empty() && (half_life_s - 4062.0).abs() < 60.0 {
+        Some(("35337001", "^68^Gallium"))
+    } else {
+        None
     }
 }
 
@@ -101,6 +129,7 @@ impl StudyContext {
             patient: PatientStudy {
                 patient_name: meta.patient_name.clone(),
                 patient_id: meta.patient_id.clone(),
+                patient_sex: meta.patient_sex.clone(),
                 study_date: d,
                 study_time: t,
                 study_id: "1".into(),
@@ -290,14 +319,16 @@ pub fn write_pet_series(
     );
     let inj = ctx.scan_time_unix - meta.injection_to_scan_s;
     let (inj_d, inj_t) = date_time_of(inj);
-    let f18 = (meta.half_life_s - 6586.2).abs() < 60.0;
-    let nuclide = if f18 {
-        vec![code("77004003", "SCT", "^18^Fluorine")]
-    } else {
-        Vec::new()
-    };
+    let nuclide: Vec<_> = radionuclide_code(&meta.radionuclide, meta.half_life_s)
+        .map(|(v, m)| code(v, "SCT", m))
+        .into_iter()
+        .collect();
     common.extend([
         ds(tags::PATIENT_WEIGHT, &[meta.weight_kg]),
+        match meta.patient_height_m {
+            Some(h) if h.is_finite() && h > 0.0 => ds(tags::PATIENT_SIZE, &[h]),
+            _ => s(tags::PATIENT_SIZE, VR::DS, ""),
+        },
         s(tags::UNITS, VR::CS, "BQML"),
         s(tags::COUNTS_SOURCE, VR::CS, "EMISSION"),
         s(tags::SERIES_TYPE, VR::CS, "STATIC\\IMAGE"),
@@ -316,7 +347,11 @@ pub fn write_pet_series(
                     VR::SQ,
                     DataSetSequence::new(nuclide, Length::UNDEFINED),
                 ),
-                s(tags::RADIOPHARMACEUTICAL, VR::LO, "PSMA"),
+                s(
+                    tags::RADIOPHARMACEUTICAL,
+                    VR::LO,
+                    meta.radiopharmaceutical.clone(),
+                ),
                 s(tags::RADIOPHARMACEUTICAL_START_TIME, VR::TM, inj_t.clone()),
                 s(
                     tags::RADIOPHARMACEUTICAL_START_DATE_TIME,

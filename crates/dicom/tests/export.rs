@@ -393,6 +393,10 @@ fn case_as_dicom_reads_back() {
         injected_dose_bq: 187e6,
         half_life_s: 4062.6,
         injection_to_scan_s: 3300.0,
+        patient_sex: "F".into(),
+        patient_height_m: Some(1.68),
+        radiopharmaceutical: "Ga-68 PSMA-11".into(),
+        radionuclide: "68Ga".into(),
         ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -423,6 +427,8 @@ fn case_as_dicom_reads_back() {
     );
     let f = suv_factors_of_file(&pet_back.sorted[0].path).unwrap();
     assert!((f.suvbw / meta.suvbw_factor() - 1.0).abs() < 1e-9, "{f:?}");
+    // Sex and height reach the header: SUVlbm is computable.
+    assert!(f.suvlbm_james.is_some() && f.suvbsa.is_some(), "{f:?}");
     // int16 per-slice scaling: error at most half a step of the slice maximum (12.6 SUV
     // here), which is within 1e-3 relative for every value above 0.2 SUV.
     for (a, b) in pet_back.volume.as_slice().iter().zip(pet.as_slice()) {

@@ -104,6 +104,12 @@ pub fn write_export(dir: &Path) -> CaseDicom {
         &map,
         &PatientMeta {
             scan_time_unix: Some(1_750_000_000.0),
+            patient_sex: "M".into(),
+            patient_height_m: Some(1.78),
+            radiopharmaceutical: "Ga-68 PSMA-11".into(),
+            radionuclide: "68Ga".into(),
+            half_life_s: 4057.74,
+            injected_dose_bq: 160e6,
             ..Default::default()
         },
     )
