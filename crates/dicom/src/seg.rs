@@ -590,6 +590,8 @@ pub struct SegFrame {
 /// A SEG read back.
 #[derive(Clone, Debug)]
 pub struct SegFile {
+    /// The file it was read from (named in later errors).
+    pub path: std::path::PathBuf,
     /// Segment numbers as voxel values, on the grid spanned by the frames (slice step =
     /// SpacingBetweenSlices, else the smallest gap between frame positions). Where BINARY
     /// segments overlap, the higher segment number wins.
@@ -609,20 +611,14 @@ impl SegFile {
         for s in &self.segments {
             entries.push((s.number as u8, s.label.clone()));
         }
-        LabelMap::new(entries).map_err(|e| DicomError::File {
-            path: Default::default(),
-            msg: e.to_string(),
-        })
+        LabelMap::new(entries).map_err(|e| file_err(&self.path, e.to_string()))
     }
 
     /// The labels placed on `grid` (e.g. the CT's) with values of `map`, matched by
     /// segment label. The grids must share in-plane orientation and spacing and be offset
     /// by whole voxels; foreground outside `grid` or an unknown segment label is an error.
     pub fn labels_on(&self, grid: &Geometry, map: &LabelMap) -> Result<Volume<u8>, DicomError> {
-        let err = |msg: String| DicomError::File {
-            path: Default::default(),
-            msg,
-        };
+        let err = |msg: String| file_err(&self.path, msg);
         let mut lut = [0u8; 256];
         for s in &self.segments {
             let v = map.value(&s.label).ok_or_else(|| {
@@ -993,6 +989,7 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
         });
     }
     Ok(SegFile {
+        path: path.to_path_buf(),
         labels,
         segments,
         frames,

@@ -104,6 +104,12 @@ fn seg_round_trip_oblique_odd_sizes_and_unknown_labels() {
     write_seg(&out, &lab, &map, None, &SegOptions::default()).unwrap();
     let seg = read_seg(&out).unwrap();
     assert_eq!(seg.labels_on(&g, &map).unwrap().as_slice(), lab.as_slice());
+    // A map that lacks a segment's name: an error naming the file and the segment.
+    let e = seg
+        .labels_on(&g, &LabelMap::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("s.dcm") && e.contains("tumour"), "{e}");
     let t = &seg.segments[0];
     assert_eq!(t.label, "tumour");
     assert_eq!(t.category.as_ref().unwrap().meaning, "Tissue");
