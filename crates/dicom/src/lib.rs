@@ -1,14 +1,52 @@
-//! DICOM in: scan a folder tree from a scanner or PACS, group files into series, and load
-//! a series as a [`Volume`] with its LPS geometry derived from the slices' positions.
+//! DICOM in and out.
 //!
+//! **In**: scan a folder tree from a scanner or PACS, group files into series, and load
+//! a series as a [`Volume`](glandseg_core::Volume) with its LPS geometry derived from the
+//! slices' positions ([`scan_folder`], [`load_series`]; PET to SUV with [`suv`]).
 //! Slices are ordered along the slice normal (row cosine x column cosine) by the
 //! projection of ImagePositionPatient — never by InstanceNumber, which scanners number in
 //! either direction — and the slice step comes from those positions, not from
 //! SliceThickness (a 3 mm slice is often reconstructed every 2 mm).
+//!
+//! **Out** (every file written atomically, Explicit VR Little Endian):
+//!
+//! - [`write_seg`]`(out, &labels, &map, Option<&SourceSeries>, &SegOptions) -> Result<Written>`:
+//!   a BINARY DICOM-SEG, one SNOMED-coded segment per foreground label ([`coding_for`]).
+//!   [`read_seg`]`(path) -> Result<SegFile>` reads ours and third-party SEGs;
+//!   [`SegFile::labels_on`] puts the labels back on the CT grid with the map's values.
+//! - [`write_rtstruct`]`(out, &labels, &map, Option<&SourceSeries>, &RtStructOptions) -> Result<Written>`:
+//!   closed planar contours tracing the voxel outlines (lossless under even-odd filling).
+//!   [`read_rtstruct`]`(path, &grid) -> Result<Vec<RoiMask>>` fills them on a grid;
+//!   [`read_rtstruct_contours`] gives the raw contours.
+//! - [`write_case_dicom`]`(out_dir, &ct, &pet_suv, &labels, &map, &PatientMeta) -> Result<CaseDicom>`:
+//!   CT series (`CT/`), PET series in Bq/mL whose header gives back the SUVs (`PT/`),
+//!   `seg.dcm` and `rtstruct.dcm` referencing the CT. The pieces are public too:
+//!   [`write_ct_series`], [`write_pet_series`] with a [`StudyContext`].
+//! - [`SourceSeries::from_loaded`] turns a loaded CT series into the references a SEG or
+//!   RTSTRUCT needs (study, frame of reference, per-slice SOP Instance UIDs, patient).
+//!
+//! Every function that reads or writes a file returns a [`DicomError`] naming the file
+//! and the attribute at fault; none panics on bad input.
 
+pub mod case;
+pub mod dataset;
+pub mod rtstruct;
+pub mod seg;
 pub mod series;
 pub mod suv;
 
+pub use case::{
+    write_case_dicom, write_ct_series, write_pet_series, CaseDicom, PatientMeta, StudyContext,
+};
+pub use dataset::{new_uid, PatientStudy, SourceSeries};
+pub use rtstruct::{
+    dice, read_rtstruct, read_rtstruct_contours, write_rtstruct, Contour, Roi, RoiMask, RtStruct,
+    RtStructOptions,
+};
+pub use seg::{
+    coding_for, label_colour, read_seg, write_seg, Code, SegFile, SegFrame, SegOptions,
+    SegmentCoding, SegmentInfo, Written,
+};
 pub use series::{
     load_series, scan_folder, DicomError, LoadedSeries, ScanResult, SeriesInfo, SliceInfo,
 };
