@@ -40,6 +40,13 @@ pub struct DemoArgs {
     /// Network widths: tiny (8..64 features), cpu (16..128) or gpu (32..320).
     #[arg(long, default_value = "tiny", value_parser = ["tiny", "cpu", "gpu"])]
     pub preset: String,
+    /// Optimiser: adamw (the demo's default: it gets further in a few hundred iterations)
+    /// or sgd (nnU-Net's default for long runs).
+    #[arg(long, default_value = "adamw", value_parser = ["sgd", "adamw"])]
+    pub optimizer: String,
+    /// Initial learning rate (default 1e-2 for SGD, 1e-3 for AdamW).
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Random seed of the cohort and the training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -167,8 +174,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         epochs: 1,
         iters_per_epoch: 1,
         val_patches: 4,
-        optimizer: "sgd".into(),
-        lr: None,
+        optimizer: a.optimizer.clone(),
+        lr: a.lr,
         seed: a.seed,
         batch_size: None,
         patch: None,
