@@ -173,7 +173,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         cache: None,
         epochs: 1,
         iters_per_epoch: 1,
-        val_patches: 4,
+        val_patches: 12,
         optimizer: a.optimizer.clone(),
         lr: a.lr,
         seed: a.seed,
@@ -239,6 +239,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         per_gland_files: false,
         dilate: None,
         no_review: false,
+        output_type: vec!["nifti".into(), "dicom-seg".into()],
         quiet: a.quiet,
     };
     crate::predict::predict(&pargs)?;

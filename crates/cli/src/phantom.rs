@@ -29,6 +29,10 @@ pub struct PhantomArgs {
     /// Cut the top of the skull off in about 30 % of the cases.
     #[arg(long)]
     cut_top: bool,
+    /// Also write each case as DICOM into dicom/CASE/: a CT series, a PET series (Bq/mL
+    /// with the SUV tags, PET on its own scanner grid), a DICOM-SEG and an RTSTRUCT.
+    #[arg(long)]
+    dicom: bool,
     /// Resolution factor: 1.0 = scanner-like; 0.5 = voxels twice as large per axis.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -64,6 +68,14 @@ pub fn run(a: PhantomArgs) -> Result<()> {
     let map = LabelMap::default();
     let preview_errors = std::sync::Mutex::new(Vec::new());
     let summary = write_dataset(&a.out, &cfg, a.cases, a.native, &|case| {
+        if a.dicom {
+            if let Err(e) = write_dicom_case(&a.out, case, &map) {
+                preview_errors
+                    .lock()
+                    .expect("not poisoned")
+                    .push(format!("DICOM of {}: {e}", case.id));
+            }
+        }
         if a.preview {
             let title = format!(
                 "{}  CT {:.2}x{:.2}x{:.2} mm  PET {:.1} mm  FWHM {:.1} mm",
@@ -81,7 +93,7 @@ pub fn run(a: PhantomArgs) -> Result<()> {
                 preview_errors
                     .lock()
                     .expect("not poisoned")
-                    .push(e.to_string());
+                    .push(format!("preview: {e}"));
             }
         }
         bar.set_message(case.id.clone());
@@ -90,7 +102,7 @@ pub fn run(a: PhantomArgs) -> Result<()> {
     .with_context(|| format!("writing the phantom cohort to {}", a.out.display()))?;
     bar.finish_and_clear();
     if let Some(e) = preview_errors.into_inner().expect("not poisoned").first() {
-        anyhow::bail!("preview: {e}");
+        anyhow::bail!("{e}");
     }
     println!(
         "wrote {} cases to {} in {:.1} s",
@@ -109,5 +121,38 @@ pub fn run(a: PhantomArgs) -> Result<()> {
     if a.preview {
         println!("review images: {}", preview_dir.display());
     }
+    Ok(())
+}
+
+/// One phantom case as the scanner would send it: the PET series on its native grid in
+/// Bq/mL (SUV x the case's weight/dose factor), with the tags that turn it back into SUV.
+fn write_dicom_case(
+    out: &std::path::Path,
+    case: &glandseg_phantom::PhantomCase,
+    map: &LabelMap,
+) -> Result<()> {
+    let m = &case.meta;
+    let meta = glandseg_dicom::PatientMeta {
+        patient_id: case.id.clone(),
+        patient_name: format!("Phantom^{}", case.id),
+        weight_kg: m.patient_weight_kg,
+        injected_dose_bq: m.injected_activity_mbq * 1e6,
+        half_life_s: m.half_life_s,
+        injection_to_scan_s: m.uptake_time_min * 60.0,
+        // A fixed date: the same seed gives the same files.
+        scan_time_unix: Some(1_767_268_800.0 + 86_400.0 * m.index as f64),
+        patient_sex: m.patient_sex.clone(),
+        patient_height_m: Some(m.patient_height_m),
+        radiopharmaceutical: m.radiopharmaceutical.clone(),
+        radionuclide: m.radionuclide.clone(),
+    };
+    glandseg_dicom::write_case_dicom(
+        &out.join("dicom").join(&case.id),
+        &case.ct,
+        &case.pet_native,
+        &case.labels,
+        map,
+        &meta,
+    )?;
     Ok(())
 }

@@ -52,6 +52,10 @@ pub struct PredictArgs {
     /// Also measure uptake in glands grown by this many mm (PET spill-out).
     #[arg(long)]
     pub dilate: Option<f64>,
+    /// Outputs, comma-separated: nifti (always), dicom-seg, rtstruct. DICOM outputs
+    /// reference the CT series when the input was DICOM.
+    #[arg(long, value_delimiter = ',', default_value = "nifti", value_parser = ["nifti", "dicom-seg", "rtstruct"])]
+    pub output_type: Vec<String>,
     /// Skip the review PNG.
     #[arg(long)]
     pub no_review: bool,
@@ -64,6 +68,8 @@ pub struct InputCase {
     pub id: String,
     pub images: Vec<Volume<f32>>,
     pub sources: Vec<PathBuf>,
+    /// The CT series when the case came as DICOM: SEG/RTSTRUCT outputs reference it.
+    pub dicom_ct: Option<glandseg_dicom::SourceSeries>,
 }
 
 fn strip_nifti(name: &str) -> Option<&str> {
@@ -131,7 +137,9 @@ fn dicom_case(dir: &Path) -> Result<InputCase> {
                 ct.frame_of_reference_uid
             )
         })?;
-    let ct_vol = glandseg_dicom::load_series(ct)?.volume;
+    let ct_loaded = glandseg_dicom::load_series(ct)?;
+    let source = glandseg_dicom::SourceSeries::from_loaded(&ct_loaded)?;
+    let ct_vol = ct_loaded.volume;
     let pet = glandseg_dicom::load_series(pt)?;
     let first = &pet.sorted[0].path;
     let f = glandseg_dicom::suv::suv_factors_of_file(first)
@@ -145,6 +153,7 @@ fn dicom_case(dir: &Path) -> Result<InputCase> {
         id,
         images: vec![ct_vol, suv],
         sources: vec![ct.slices[0].path.clone(), first.clone()],
+        dicom_ct: Some(source),
     })
 }
 
@@ -247,6 +256,46 @@ fn write_outputs(
     Ok(())
 }
 
+/// DICOM-SEG and/or RTSTRUCT beside the NIfTI output, as asked.
+fn write_dicom_outputs(
+    a: &PredictArgs,
+    case: &InputCase,
+    labels: &Volume<u8>,
+    map: &glandseg_core::LabelMap,
+) -> Result<()> {
+    let model_name = a
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let case_dir = a.out.join(&case.id);
+    if a.output_type.iter().any(|t| t == "dicom-seg") {
+        let opts = glandseg_dicom::SegOptions {
+            model_name: model_name.clone(),
+            ..Default::default()
+        };
+        glandseg_dicom::write_seg(
+            &case_dir.join("seg.dcm"),
+            labels,
+            map,
+            case.dicom_ct.as_ref(),
+            &opts,
+        )
+        .with_context(|| format!("writing the DICOM-SEG of {}", case.id))?;
+    }
+    if a.output_type.iter().any(|t| t == "rtstruct") {
+        glandseg_dicom::write_rtstruct(
+            &case_dir.join("rtstruct.dcm"),
+            labels,
+            map,
+            case.dicom_ct.as_ref(),
+            &glandseg_dicom::RtStructOptions::default(),
+        )
+        .with_context(|| format!("writing the RTSTRUCT of {}", case.id))?;
+    }
+    Ok(())
+}
+
 /// Predicts every input case; returns the ids written.
 pub fn predict(a: &PredictArgs) -> Result<Vec<String>> {
     if let Some(d) = a.dilate {
@@ -319,6 +368,7 @@ pub fn predict(a: &PredictArgs) -> Result<Vec<String>> {
                 id: id.clone(),
                 images,
                 sources: paths.clone(),
+                dicom_ct: None,
             }
         };
         bar.set_prefix(format!("{} ({}/{total})", case.id, n + 1));
@@ -329,6 +379,7 @@ pub fn predict(a: &PredictArgs) -> Result<Vec<String>> {
             bar.suspend(|| eprintln!("warning: {}: {w}", case.id));
         }
         write_outputs(a, &case.id, &case.images, &pred, &map)?;
+        write_dicom_outputs(a, &case, &pred.labels, &map)?;
         bar.suspend(|| {
             println!(
                 "{}: {:.1} s, region {:?}..{:?}, written {}",

@@ -27,8 +27,8 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 250)]
     pub iters_per_epoch: usize,
-    /// Validation patches per epoch.
-    #[arg(long, default_value_t = 20)]
+    /// Validation patches per epoch (cycling through cases and glands).
+    #[arg(long, default_value_t = 24)]
     pub val_patches: usize,
     /// sgd (Nesterov, momentum 0.99) or adamw.
     #[arg(long, default_value = "sgd", value_parser = ["sgd", "adamw"])]

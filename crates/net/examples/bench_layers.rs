@@ -13,12 +13,18 @@ fn time<F: FnMut()>(name: &str, reps: usize, mut f: F) {
     for _ in 0..reps {
         f();
     }
-    println!("{name:<48} {:>9.1} ms", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    println!(
+        "{name:<48} {:>9.1} ms",
+        t.elapsed().as_secs_f64() * 1e3 / reps as f64
+    );
 }
 
 fn main() {
     let d = Default::default();
-    let s = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(48usize);
+    let s = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(48usize);
     for (cin, cout) in [(2usize, 8usize), (8, 8), (16, 16), (32, 32)] {
         let x = Tensor::<Cpu, 5>::random([2, cin, s, s, s], Distribution::Default, &d);
         let conv = Conv3dConfig::new([cin, cout], [3, 3, 3])
@@ -27,14 +33,19 @@ fn main() {
         time(&format!("conv3d {cin}->{cout} k3 {s}^3 b2 fwd"), 3, || {
             let _ = conv.forward(x.clone()).into_data();
         });
-        let xa = Tensor::<CpuAutodiff, 5>::random([2, cin, s, s, s], Distribution::Default, &d).require_grad();
+        let xa = Tensor::<CpuAutodiff, 5>::random([2, cin, s, s, s], Distribution::Default, &d)
+            .require_grad();
         let conva = Conv3dConfig::new([cin, cout], [3, 3, 3])
             .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
             .init::<CpuAutodiff>(&d);
-        time(&format!("conv3d {cin}->{cout} k3 {s}^3 b2 fwd+bwd"), 3, || {
-            let y = conva.forward(xa.clone()).sum();
-            let _ = y.backward();
-        });
+        time(
+            &format!("conv3d {cin}->{cout} k3 {s}^3 b2 fwd+bwd"),
+            3,
+            || {
+                let y = conva.forward(xa.clone()).sum();
+                let _ = y.backward();
+            },
+        );
         let gflop = 2.0 * 2.0 * (s * s * s) as f64 * 27.0 * (cin * cout) as f64 / 1e9;
         println!("   ({gflop:.2} GFLOP forward)");
     }
@@ -43,8 +54,11 @@ fn main() {
     time("instance norm 8ch fwd", 5, || {
         let _ = norm.forward(x.clone()).into_data();
     });
-    let xa = Tensor::<CpuAutodiff, 5>::random([2, 8, s, s, s], Distribution::Default, &d).require_grad();
-    let norma = InstanceNormConfig::new(8).with_affine(true).init::<CpuAutodiff>(&d);
+    let xa =
+        Tensor::<CpuAutodiff, 5>::random([2, 8, s, s, s], Distribution::Default, &d).require_grad();
+    let norma = InstanceNormConfig::new(8)
+        .with_affine(true)
+        .init::<CpuAutodiff>(&d);
     time("instance norm 8ch fwd+bwd", 5, || {
         let _ = norma.forward(xa.clone()).sum().backward();
     });
@@ -55,7 +69,9 @@ fn main() {
     time("conv3d 8->16 stride 2 fwd+bwd", 3, || {
         let _ = down.forward(xa.clone()).sum().backward();
     });
-    let h = Tensor::<CpuAutodiff, 5>::random([2, 16, s / 2, s / 2, s / 2], Distribution::Default, &d).require_grad();
+    let h =
+        Tensor::<CpuAutodiff, 5>::random([2, 16, s / 2, s / 2, s / 2], Distribution::Default, &d)
+            .require_grad();
     let up = ConvTranspose3dConfig::new([16, 8], [2, 2, 2])
         .with_stride([2, 2, 2])
         .init::<CpuAutodiff>(&d);

@@ -213,11 +213,40 @@ impl PatchSampler {
         lr_axis: usize,
         rng: &mut R,
     ) -> Patch {
+        let centre = self.centre(case, force_fg, rng);
+        self.sample_at(case, centre, lr_axis, rng)
+    }
+
+    /// A patch centred on a random voxel of label `value` (validation cycles through the
+    /// labels so that every gland is scored every epoch); `None` when the case lacks it.
+    pub fn sample_at_label<R: Rng>(
+        &self,
+        case: &CachedCase,
+        value: u8,
+        lr_axis: usize,
+        rng: &mut R,
+    ) -> Option<Patch> {
+        let locs = case
+            .info
+            .class_locations
+            .get(&value)
+            .filter(|l| !l.is_empty())?;
+        let l = locs[rng.random_range(0..locs.len())];
+        Some(self.sample_at(case, [l[0] as f64, l[1] as f64, l[2] as f64], lr_axis, rng))
+    }
+
+    /// Cuts the (augmented) patch centred on voxel `centre` of the case.
+    pub fn sample_at<R: Rng>(
+        &self,
+        case: &CachedCase,
+        centre: [f64; 3],
+        lr_axis: usize,
+        rng: &mut R,
+    ) -> Patch {
         let aug = &self.augment;
         let n = case.info.geometry.shape;
         let sp = case.info.geometry.spacing;
         let p = self.patch;
-        let centre = self.centre(case, force_fg, rng);
 
         // Spatial transform in mm (rotation and isotropic scale), expressed in voxels.
         let mut m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];

@@ -1,0 +1,141 @@
+//! The whole pipeline from the command line, small enough for two CPU cores: phantom ->
+//! plan -> preprocess -> tiny training -> predict -> evaluate -> report (`glandseg demo`),
+//! then the same model on the phantom's DICOM export, with a DICOM-SEG and an RTSTRUCT
+//! written and read back. Asserts files, geometry and that metrics are computed, not
+//! their values (a four-iteration model segments nothing well).
+
+use std::path::Path;
+use std::process::Command;
+
+fn glandseg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_glandseg"))
+}
+
+fn run(args: &[&str], extra: &[&Path]) -> String {
+    let o = glandseg().args(args).args(extra).output().unwrap();
+    assert!(
+        o.status.success(),
+        "glandseg {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn demo_then_predict_on_dicom() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let stdout = run(
+        &[
+            "demo",
+            "--train-cases",
+            "2",
+            "--test-cases",
+            "1",
+            "--scale",
+            "0.3",
+            "--iterations",
+            "4",
+            "--patch",
+            "24",
+            "24",
+            "24",
+            "--spacing",
+            "4",
+            "--quiet",
+            "--out",
+        ],
+        &[&out],
+    );
+    assert!(stdout.contains("demo finished"), "{stdout}");
+    let ds = out.join("Dataset001_GlandPhantom");
+    let case = "GLAND_002";
+    // The model folder holds what prediction needs.
+    for f in [
+        "plans.json",
+        "model.json",
+        "fold_all/checkpoint_final.ckpt",
+        "fold_all/training_log.csv",
+        "fold_all/progress.png",
+    ] {
+        assert!(out.join("model").join(f).is_file(), "model/{f}");
+    }
+    // Prediction on the CT's own grid, with its outputs.
+    let pred = glandseg_nifti::read_labels(&out.join("predictions").join(format!("{case}.nii.gz")))
+        .unwrap();
+    let ct = glandseg_nifti::read_volume(&ds.join("imagesTs").join(format!("{case}_0000.nii.gz")))
+        .unwrap();
+    assert!(
+        pred.geometry().same_grid(ct.geometry(), 1e-4),
+        "prediction on the CT grid"
+    );
+    for f in [
+        "stats.csv",
+        "stats.json",
+        "review.png",
+        "prediction.json",
+        "seg.dcm",
+    ] {
+        assert!(
+            out.join("predictions").join(case).join(f).is_file(),
+            "{case}/{f}"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("predictions").join(case).join("prediction.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["laterality"].as_array().unwrap().len(), 3);
+    // Metrics computed for every gland.
+    let csv = std::fs::read_to_string(out.join("evaluation/metrics.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "{csv}");
+    for r in &rows {
+        let dice: f64 = r.split(',').nth(3).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&dice), "{r}");
+    }
+    assert!(out.join("evaluation/boxplot_dice.png").is_file());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| parotid_left |") && md.contains("progress.png"),
+        "{md}"
+    );
+
+    // The phantom as DICOM, predicted with the same model, SEG + RTSTRUCT out.
+    let phantom = dir.path().join("ph");
+    run(
+        &[
+            "phantom", "--cases", "1", "--scale", "0.3", "--seed", "9", "--dicom", "--out",
+        ],
+        &[&phantom],
+    );
+    let dicom_case = phantom.join("dicom").join("GLAND_000");
+    assert!(dicom_case.join("CT").is_dir() && dicom_case.join("PT").is_dir());
+    let pout = dir.path().join("pred_dicom");
+    run(
+        &[
+            "predict",
+            "--quiet",
+            "--output-type",
+            "nifti,dicom-seg,rtstruct",
+            "-m",
+        ],
+        &[
+            &out.join("model"),
+            Path::new("-i"),
+            &dicom_case.join("CT").parent().unwrap().to_path_buf(),
+            Path::new("-o"),
+            &pout,
+        ],
+    );
+    let nifti = glandseg_nifti::read_labels(&pout.join("GLAND_000.nii.gz")).unwrap();
+    let seg = glandseg_dicom::read_seg(&pout.join("GLAND_000").join("seg.dcm")).unwrap();
+    let map = glandseg_core::LabelMap::default();
+    let back = seg.labels_on(nifti.geometry(), &map).unwrap();
+    assert!(
+        back.as_slice() == nifti.as_slice(),
+        "the SEG reads back bit-exact"
+    );
+    assert!(pout.join("GLAND_000").join("rtstruct.dcm").is_file());
+}
