@@ -107,10 +107,7 @@ pub fn config_of(a: &TrainArgs) -> Result<TrainConfig> {
         lr,
         seed: a.seed,
         batch_size: a.batch_size,
-        patch_size: match &a.patch {
-            Some(p) => Some([p[0], p[1], p[2]]),
-            None => None,
-        },
+        patch_size: a.patch.as_ref().map(|p| [p[0], p[1], p[2]]),
         augment,
         ..TrainConfig::default()
     })

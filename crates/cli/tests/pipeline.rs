@@ -124,7 +124,7 @@ fn demo_then_predict_on_dicom() {
         &[
             &out.join("model"),
             Path::new("-i"),
-            &dicom_case.join("CT").parent().unwrap().to_path_buf(),
+            &dicom_case,
             Path::new("-o"),
             &pout,
         ],

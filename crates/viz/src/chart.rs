@@ -259,13 +259,11 @@ pub fn box_plot(title: &str, ylabel: &str, groups: &[(String, Vec<f64>)]) -> Rgb
             draw_text(&mut img, cx - 12, (py0 + py1) / 2, "n/a", 1, c);
             continue;
         };
-        for (a, b) in [(q1, q3)] {
-            let (ya, yb) = (y(a), y(b));
-            line(&mut img, (cx - hw, ya), (cx + hw, ya), c);
-            line(&mut img, (cx - hw, yb), (cx + hw, yb), c);
-            line(&mut img, (cx - hw, ya), (cx - hw, yb), c);
-            line(&mut img, (cx + hw, ya), (cx + hw, yb), c);
-        }
+        let (ya, yb) = (y(q1), y(q3));
+        line(&mut img, (cx - hw, ya), (cx + hw, ya), c);
+        line(&mut img, (cx - hw, yb), (cx + hw, yb), c);
+        line(&mut img, (cx - hw, ya), (cx - hw, yb), c);
+        line(&mut img, (cx + hw, ya), (cx + hw, yb), c);
         line(&mut img, (cx - hw, y(q2)), (cx + hw, y(q2)), Rgb([0, 0, 0]));
         line(&mut img, (cx, y(q1)), (cx, y(wlo)), c);
         line(&mut img, (cx, y(q3)), (cx, y(whi)), c);
