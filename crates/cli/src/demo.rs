@@ -29,13 +29,13 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 0.5)]
     pub scale: f64,
     /// Training time budget in minutes (the number of iterations is fitted to it).
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = 8.0)]
     pub train_minutes: f64,
     /// Target spacing of the network, mm (isotropic); coarser trains faster.
-    #[arg(long, default_value_t = 2.5)]
+    #[arg(long, default_value_t = 3.0)]
     pub spacing: f64,
     /// Patch size (i j k voxels).
-    #[arg(long, num_args = 3, default_values_t = [48, 48, 48])]
+    #[arg(long, num_args = 3, default_values_t = [32, 32, 32])]
     pub patch: Vec<usize>,
     /// Network widths: tiny (8..64 features), cpu (16..128) or gpu (32..320).
     #[arg(long, default_value = "tiny", value_parser = ["tiny", "cpu", "gpu"])]

@@ -1,6 +1,7 @@
 //! `glandseg`: the command line over the pipeline crates. Each subcommand is a thin layer
 //! that parses arguments, shows progress and turns errors into messages naming the file.
 
+mod bench;
 mod demo;
 mod evaluate;
 mod info;
@@ -48,6 +49,9 @@ enum Command {
     /// The whole pipeline on the built-in synthetic cohort: phantom, plan, train, predict,
     /// evaluate, report.
     Demo(demo::DemoArgs),
+    /// Time a training step and a sliding-window inference of a U-Net (the yardstick that
+    /// scripts/bench_compare.py sets beside PyTorch).
+    Bench(bench::BenchArgs),
 }
 
 /// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

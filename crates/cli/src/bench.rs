@@ -1,0 +1,140 @@
+//! `glandseg bench`: the project's performance yardstick. Times one training step
+//! (forward, Dice+CE with deep supervision, backward, optimiser step) and a sliding-window
+//! inference over a 2-channel volume for the planned network, and prints JSON that
+//! `scripts/bench_compare.py` sets beside PyTorch's numbers for the same network
+//! (`scripts/bench_pytorch.py`).
+
+use anyhow::Result;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{Distribution, Tensor};
+use clap::Args;
+use glandseg_net::{DeepSupervisionLoss, UNetConfig};
+use glandseg_predict::sliding::{predict_probabilities, SlidingWindow, Tta};
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Training patch (cubic), voxels.
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    #[arg(long, default_value_t = 2)]
+    batch: usize,
+    /// Resolution stages of the U-Net (features 16, 32, 64, 128 with the cpu preset).
+    #[arg(long, default_value_t = 4)]
+    stages: usize,
+    #[arg(long, default_value = "cpu", value_parser = ["tiny", "cpu", "gpu"])]
+    preset: String,
+    #[arg(long, default_value_t = 7)]
+    classes: usize,
+    /// Timed training steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Edge of the cubic volume for the sliding-window inference (0: skip).
+    #[arg(long, default_value_t = 128)]
+    infer_size: usize,
+    /// Print JSON only.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.steps > 0 && a.batch > 0 && a.stages >= 2,
+        "steps, batch >= 1, stages >= 2"
+    );
+    type B = crate::TrainBackend;
+    type I = crate::InferBackend;
+    let device = Default::default();
+    let mut stages = glandseg_plan::plan::topology([a.patch; 3], [1.0; 3], &a.preset);
+    stages.truncate(a.stages);
+    let cfg = UNetConfig {
+        in_channels: 2,
+        num_classes: a.classes,
+        stages: stages.clone(),
+    };
+    let mut model = cfg.init::<B>(&device);
+    let mut optim = AdamConfig::new().init();
+    let ds = DeepSupervisionLoss::new(stages.len() - 1);
+    let p = a.patch;
+    let x = Tensor::<B, 5>::random(
+        [a.batch, 2, p, p, p],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let labels: Vec<u8> = (0..a.batch * p * p * p)
+        .map(|i| ((i / 997) % a.classes) as u8)
+        .collect();
+    let mut step_times = Vec::new();
+    for s in 0..=a.steps {
+        let t = Instant::now();
+        let outs = model.forward_all(x.clone());
+        let tg = glandseg_train::trainer::targets::<B>(
+            &labels,
+            a.batch,
+            [p; 3],
+            &stages,
+            outs.len(),
+            &device,
+        );
+        let loss = ds.loss(outs, tg);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        // Force the step to finish (the backend may run lazily).
+        let _ = burn::module::Module::num_params(&model);
+        if s > 0 {
+            step_times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let train_step = step_times.iter().sum::<f64>() / step_times.len() as f64;
+    let mut infer = None;
+    if a.infer_size > 0 {
+        let n = a.infer_size;
+        let imodel = cfg.init::<I>(&device);
+        let image: Vec<f32> = (0..2 * n * n * n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let window = SlidingWindow {
+            patch: [p; 3],
+            step: 0.5,
+            batch: a.batch,
+        };
+        let t = Instant::now();
+        let probs = predict_probabilities(
+            std::slice::from_ref(&imodel),
+            &image,
+            [n; 3],
+            2,
+            a.classes,
+            &[0.0, 0.0],
+            &window,
+            &Tta::default(),
+            &device,
+            &indicatif::ProgressBar::hidden(),
+        );
+        infer = Some(t.elapsed().as_secs_f64());
+        anyhow::ensure!(
+            probs.iter().all(|v| v.is_finite()),
+            "non-finite probabilities"
+        );
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let out = serde_json::json!({
+        "framework": "glandseg (burn 0.21 flex)",
+        "threads": std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(threads),
+        "patch": p,
+        "batch": a.batch,
+        "features": stages.iter().map(|s| s.features).collect::<Vec<_>>(),
+        "classes": a.classes,
+        "train_step_s": train_step,
+        "inference_s": infer,
+        "inference_size": a.infer_size,
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
