@@ -204,7 +204,10 @@ fn studies_to_nnunet_dataset() {
     assert_eq!(summary.ignored_files.len(), 1);
     assert!(summary.ignored_files[0].0.ends_with("notes.txt"));
     // Study C's SEG was left over.
-    assert_eq!(summary.unused_segmentations, [c.seg.path.clone()]);
+    assert_eq!(
+        summary.unused_segmentations,
+        std::slice::from_ref(&c.seg.path)
+    );
     for c in [ca, cb] {
         let factor = meta("x").suvbw_factor();
         assert!((c.suvbw_factor / factor - 1.0).abs() < 1e-9);
