@@ -489,6 +489,7 @@ fn labels_from(
 fn convert_one(
     plan: &Plan,
     case: &str,
+    patient_id: &str,
     mapping: &NameMapping,
     out: &Path,
     progress: &(dyn Fn(&str) + Sync),
@@ -500,8 +501,10 @@ fn convert_one(
     ));
     let (ct, pet) = rayon::join(|| load_series(plan.ct), || load_series(plan.pet));
     let (ct, pet) = (ct?, pet?);
-    // Every slice's header must give the same factor: one series, one injection, one
-    // scan reference time. A mismatch would mean a series stitched from two scans.
+    // QIBA: one factor per series, from the earliest scan reference time of its slices.
+    // Each slice's header gives its own reference time (SeriesTime, or its acquisition
+    // time when the series is derived), and the earliest time means the least decayed
+    // dose, i.e. the smallest factor: the series factor is the minimum over the slices.
     use rayon::prelude::*;
     let factors: Vec<f64> = pet
         .sorted
@@ -509,17 +512,23 @@ fn convert_one(
         .map(|s| suv_factors_of_file(&s.path).map(|f| f.suvbw))
         .collect::<Result<_, _>>()
         .map_err(StudyError::Skip)?;
-    let suvbw = factors[0];
-    let (lo, hi) = factors
+    let (suvbw, hi) = factors
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &f| {
             (a.min(f), b.max(f))
         });
-    if !(suvbw.is_finite() && suvbw > 0.0) || hi - lo > 1e-6 * hi.abs() {
+    if !(suvbw.is_finite() && suvbw > 0.0) {
         return Err(StudyError::Skip(format!(
-            "PET series {}: SUVbw factors of its slices range from {lo} to {hi}; one factor per series is needed",
+            "PET series {}: SUVbw factor {suvbw} is not a positive number",
             plan.pet.series_instance_uid
         )));
+    }
+    let mut warnings = plan.warnings.clone();
+    if hi - suvbw > 1e-6 * hi {
+        warnings.push(format!(
+            "PET series {}: SUVbw factors of its slices range from {suvbw} to {hi} (per-slice acquisition times); used the earliest time's factor {suvbw}",
+            plan.pet.series_instance_uid
+        ));
     }
     let grid = ct.volume.geometry().clone();
     let pet_suv = pet.volume.map(|v| (*v as f64 * suvbw) as f32);
@@ -532,7 +541,6 @@ fn convert_one(
 
     // The first segmentation that reads and fits wins; a broken one is noted, not fatal
     // while another remains.
-    let mut warnings = plan.warnings.clone();
     let mut failures = Vec::new();
     let mut chosen = None;
     for seg in &plan.segs {
@@ -581,25 +589,21 @@ fn convert_one(
         )));
     }
 
-    let fatal = |e: glandseg_nifti::NiftiError| StudyError::Fatal(file_err(out, e.to_string()));
-    glandseg_nifti::write_ct_i16(
-        &out.join("imagesTr").join(format!("{case}_0000.nii.gz")),
-        &ct.volume,
-    )
-    .map_err(fatal)?;
-    glandseg_nifti::write_volume(
-        &out.join("imagesTr").join(format!("{case}_0001.nii.gz")),
-        &pet_on_ct,
-    )
-    .map_err(fatal)?;
-    glandseg_nifti::write_volume(
-        &out.join("labelsTr").join(format!("{case}.nii.gz")),
-        &cl.labels,
-    )
-    .map_err(fatal)?;
+    // NIfTI errors already name the file they were writing.
+    let fatal = |e: glandseg_nifti::NiftiError| {
+        StudyError::Fatal(file_err(out, format!("cannot write the dataset: {e}")))
+    };
+    let [ct_path, pet_path, label_path] = [
+        out.join("imagesTr").join(format!("{case}_0000.nii.gz")),
+        out.join("imagesTr").join(format!("{case}_0001.nii.gz")),
+        out.join("labelsTr").join(format!("{case}.nii.gz")),
+    ];
+    glandseg_nifti::write_ct_i16(&ct_path, &ct.volume).map_err(fatal)?;
+    glandseg_nifti::write_volume(&pet_path, &pet_on_ct).map_err(fatal)?;
+    glandseg_nifti::write_volume(&label_path, &cl.labels).map_err(fatal)?;
     Ok(ConvertedCase {
         case_id: case.to_string(),
-        patient_id: String::new(),
+        patient_id: patient_id.to_string(),
         study_instance_uid: plan.ct.study_instance_uid.clone(),
         ct_series_instance_uid: plan.ct.series_instance_uid.clone(),
         pet_series_instance_uid: plan.pet.series_instance_uid.clone(),
@@ -792,9 +796,8 @@ pub fn convert_studies(
     for (i, (patient, uid, plan)) in planned.iter().enumerate() {
         let id = case_id(patient, uid, &mut taken);
         let tagged = |m: &str| progress(&format!("[{}/{n}] {m}", i + 1));
-        match convert_one(plan, &id, mapping, out, &tagged) {
-            Ok(mut c) => {
-                c.patient_id = patient.clone();
+        match convert_one(plan, &id, patient, mapping, out, &tagged) {
+            Ok(c) => {
                 tagged(&format!("{id}: written"));
                 cases.push(c);
             }

@@ -1,5 +1,5 @@
 //! `convert_studies` end to end on synthetic studies written with `write_case_dicom`: one
-//! study delivering its contours as a SEG (default label names), one as an RTSTRUCT with
+//! study delivering its contours as a SEG (default label names and an unmapped segment), one as an RTSTRUCT with
 //! clinical names and an extra unmapped ROI, one without PET, and a stray text file.
 
 use glandseg_core::{Geometry, LabelMap, Volume};
@@ -127,15 +127,19 @@ fn studies_to_nnunet_dataset() {
     let g = ct_grid();
     let pet_orig = pet(&pet_grid());
 
-    // Study A: SEG with the label map's own names; the RTSTRUCT removed.
-    let lab_a = labels(&g, false);
+    // Study A: SEG with the label map's own names plus an unmapped segment; the RTSTRUCT
+    // removed.
+    let mut entries = LabelMap::default().entries().to_vec();
+    entries.push((7, "Spinal_Cord".into()));
+    let map_a = LabelMap::new(entries).unwrap();
+    let lab_a = labels(&g, true);
     let ct_a = ct(&lab_a);
     let a = write_case_dicom(
         &input.join("a"),
         &ct_a,
         &pet_orig,
         &lab_a,
-        &LabelMap::default(),
+        &map_a,
         &meta("PAT-001"),
     )
     .unwrap();
@@ -161,7 +165,7 @@ fn studies_to_nnunet_dataset() {
         &ct_a,
         &pet_orig,
         &lab_a,
-        &LabelMap::default(),
+        &map_a,
         &meta("PAT-003"),
     )
     .unwrap();
@@ -189,7 +193,7 @@ fn studies_to_nnunet_dataset() {
     }
     assert_eq!(ca.segmentation_kind, SegmentationKind::Seg);
     assert_eq!(ca.segmentation, a.seg.path);
-    assert!(ca.unmapped.is_empty());
+    assert_eq!(ca.unmapped, ["Spinal_Cord"]);
     assert_eq!(cb.segmentation_kind, SegmentationKind::RtStruct);
     assert_eq!(cb.segmentation, b.rtstruct.path);
     assert_eq!(cb.unmapped, ["Spinal_Cord"]);
@@ -266,7 +270,8 @@ fn studies_to_nnunet_dataset() {
         assert!(inside > g.num_voxels() / 2);
 
         if c.segmentation_kind == SegmentationKind::Seg {
-            assert_eq!(lab_back.as_slice(), lab_orig.as_slice());
+            let want = lab_orig.map(|x| if *x == 7 { 0 } else { *x });
+            assert_eq!(lab_back.as_slice(), want.as_slice());
         } else {
             for v in 1..=6u8 {
                 let want = lab_orig.map(|x| (*x == v) as u8);
@@ -375,4 +380,102 @@ fn name_mapping_files() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("missing.json"), "{e}");
+}
+
+/// Makes every frame of segment `into` also cover the pixels of segment `from` on the same
+/// slice (BINARY frames of 64 x 64 are whole bytes, so frames can be OR-ed bytewise).
+fn overlay_segment(path: &Path, from: &str, into: &str) {
+    let seg = glandseg_dicom::read_seg(path).unwrap();
+    let number = |l: &str| seg.segments.iter().find(|s| s.label == l).unwrap().number;
+    let (nf, ni) = (number(from), number(into));
+    let mut obj = dicom_object::open_file(path).unwrap();
+    let el = obj
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .clone();
+    let mut bytes = el.to_bytes().unwrap().to_vec();
+    let [c, r, _] = seg.labels.geometry().shape;
+    let pb = c * r / 8;
+    for (fi, a) in seg.frames.iter().enumerate() {
+        if a.segment != ni {
+            continue;
+        }
+        if let Some(fj) = seg
+            .frames
+            .iter()
+            .position(|b| b.segment == nf && b.k == a.k)
+        {
+            for x in 0..pb {
+                bytes[fi * pb + x] |= bytes[fj * pb + x];
+            }
+        }
+    }
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::PIXEL_DATA,
+        el.vr(),
+        dicom_core::PrimitiveValue::from(bytes),
+    ));
+    obj.write_to_file(path).unwrap();
+}
+
+/// Overlapping SEG segments: between two mapped glands the higher segment wins and the
+/// voxels are counted; an unmapped segment (a spinal cord here) never erases a gland.
+#[test]
+fn seg_overlaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    let out = tmp.path().join("out");
+    let g = ct_grid();
+    let mut entries = LabelMap::default().entries().to_vec();
+    entries.push((7, "Spinal_Cord".into()));
+    let map = LabelMap::new(entries).unwrap();
+    let lab = labels(&g, true);
+    let case = write_case_dicom(
+        &input,
+        &ct(&lab),
+        &pet(&pet_grid()),
+        &lab,
+        &map,
+        &meta("OVERLAP"),
+    )
+    .unwrap();
+    std::fs::remove_file(&case.rtstruct.path).unwrap();
+    overlay_segment(&case.seg.path, "parotid_left", "parotid_right");
+    overlay_segment(&case.seg.path, "submandibular_left", "Spinal_Cord");
+
+    let summary = convert_studies(&input, &NameMapping::default(), &out, &|_| {}).unwrap();
+    assert_eq!(summary.cases.len(), 1);
+    let c = &summary.cases[0];
+    assert_eq!(c.unmapped, ["Spinal_Cord"]);
+
+    // Expected: parotid_left becomes parotid_right on the slices where parotid_right has
+    // a frame; everything else as drawn, the spinal cord dropped.
+    let [_, _, nk] = g.shape;
+    let has_right: Vec<bool> = (0..nk)
+        .map(|k| {
+            let plane = g.shape[0] * g.shape[1];
+            lab.as_slice()[k * plane..(k + 1) * plane].contains(&2)
+        })
+        .collect();
+    let mut want = lab.map(|x| if *x == 7 { 0 } else { *x });
+    let mut moved = 0;
+    for k in 0..nk {
+        for j in 0..g.shape[1] {
+            for i in 0..g.shape[0] {
+                if *want.get(i, j, k) == 1 && has_right[k] {
+                    want.set(i, j, k, 2);
+                    moved += 1;
+                }
+            }
+        }
+    }
+    assert!(moved > 0);
+    assert_eq!(c.overlap_voxels, moved);
+    let back =
+        glandseg_nifti::read_labels(&out.join("labelsTr").join(format!("{}.nii.gz", c.case_id)))
+            .unwrap();
+    assert_eq!(back.as_slice(), want.as_slice());
+    // The submandibular gland under the spinal-cord frames is intact.
+    let sub = |v: &Volume<u8>| v.as_slice().iter().filter(|x| **x == 3).count();
+    assert_eq!(sub(&back), sub(&lab));
 }
