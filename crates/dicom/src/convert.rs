@@ -136,9 +136,10 @@ impl NameMapping {
         NameMapping { labels, names }
     }
 
-    /// Adds `clinical name -> label name`; the label name must be in the map.
+    /// Adds `clinical name -> label name`; the label name must be a foreground label of the
+    /// map (unmapped names are left out anyway, so mapping to the background says nothing).
     pub fn insert(&mut self, clinical: &str, label: &str) -> Result<(), String> {
-        if self.labels.value(label).is_none() || label == "background" {
+        if self.labels.value(label).unwrap_or(0) == 0 {
             return Err(format!(
                 "{clinical:?} maps to {label:?}, which is not a foreground label of the map ({})",
                 self.labels
