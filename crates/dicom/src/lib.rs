@@ -25,10 +25,27 @@
 //! - [`SourceSeries::from_loaded`] turns a loaded CT series into the references a SEG or
 //!   RTSTRUCT needs (study, frame of reference, per-slice SOP Instance UIDs, patient).
 //!
+//! **Conversion for training** ([`convert`]):
+//!
+//! - [`convert_studies`]`(input, &NameMapping, out, progress) -> Result<ConvertSummary>`:
+//!   a folder of studies (CT + PET in one frame of reference + a SEG or RTSTRUCT
+//!   referencing it) becomes an nnU-Net raw dataset: `imagesTr/CASE_0000.nii.gz` (CT, int16
+//!   HU), `imagesTr/CASE_0001.nii.gz` (PET in SUVbw, trilinear onto the CT grid),
+//!   `labelsTr/CASE.nii.gz` (u8 on the CT grid), `dataset.json`, plus `conversion.json`
+//!   (the summary). Case ids are `PatientID_xxxxxx` (hash of the StudyInstanceUID),
+//!   sanitised to `[A-Za-z0-9_-]`. Studies missing a piece are skipped with the reason;
+//!   unmapped structure names and overlapping voxels (later structure wins) are reported.
+//! - [`NameMapping`] maps clinical segment / ROI names (case and punctuation ignored,
+//!   [`normalise_name`]) to the label map's names: [`NameMapping::default`] knows TG-263
+//!   (`Parotid_L`, `Glnd_Submand_R`, `Glnd_Lacrimal_L`) and free-text spellings ("parotid
+//!   left", "Left Parotid", "Lt parotid gland"); [`NameMapping::from_json_file`] reads
+//!   `{"labels": {"background": 0, ...}, "names": {"Parotid_L": "parotid_left", ...}}`.
+//!
 //! Every function that reads or writes a file returns a [`DicomError`] naming the file
 //! and the attribute at fault; none panics on bad input.
 
 pub mod case;
+pub mod convert;
 pub mod dataset;
 pub mod rtstruct;
 pub mod seg;
@@ -37,6 +54,10 @@ pub mod suv;
 
 pub use case::{
     write_case_dicom, write_ct_series, write_pet_series, CaseDicom, PatientMeta, StudyContext,
+};
+pub use convert::{
+    convert_studies, normalise_name, ConvertSummary, ConvertedCase, NameMapping, SegmentationKind,
+    SkippedStudy,
 };
 pub use dataset::{new_uid, PatientStudy, SourceSeries};
 pub use rtstruct::{

@@ -695,6 +695,17 @@ fn group<'a>(
 /// Reads a BINARY (or FRACTIONAL, thresholded at half the maximum) SEG whose frames are
 /// parallel planes; errors name the file and the attribute at fault.
 pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
+    read_seg_with(path, &|_| true).map(|(seg, _)| seg)
+}
+
+/// [`read_seg`] painting only the segments `keep` accepts into [`SegFile::labels`], and
+/// counting the voxels where a kept segment lands on another kept one (the higher number
+/// wins). Conversion needs both: an unmapped segment (a body outline, say) must not
+/// overwrite a gland it overlaps, and overlaps between glands are worth reporting.
+pub(crate) fn read_seg_with(
+    path: &Path,
+    keep: &dyn Fn(&SegmentInfo) -> bool,
+) -> Result<(SegFile, usize), DicomError> {
     let o = open(path)?;
     let fail = |msg: String| file_err(path, msg);
     let sop = get_str(&o, tags::SOP_CLASS_UID).unwrap_or_default();
@@ -960,6 +971,11 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
     geometry
         .validate()
         .map_err(|e| fail(format!("the frames' geometry is invalid: {e}")))?;
+    let mut kept = [false; 256];
+    for seg in segments.iter().filter(|s| keep(s)) {
+        kept[seg.number as usize & 0xFF] = true;
+    }
+    let mut overlaps = 0;
     let mut labels = Volume::filled(geometry, 0u8);
     let mut frames = Vec::with_capacity(n_frames);
     let data = labels.as_slice_mut();
@@ -975,8 +991,13 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
             };
             if on {
                 count += 1;
-                if *v < seg as u8 {
-                    *v = seg as u8;
+                if kept[seg as usize & 0xFF] {
+                    if *v != 0 && *v != seg as u8 {
+                        overlaps += 1;
+                    }
+                    if *v < seg as u8 {
+                        *v = seg as u8;
+                    }
                 }
             }
         }
@@ -988,12 +1009,15 @@ pub fn read_seg(path: &Path) -> Result<SegFile, DicomError> {
             source_sop_instance_uid: src,
         });
     }
-    Ok(SegFile {
-        path: path.to_path_buf(),
-        labels,
-        segments,
-        frames,
-        frame_of_reference_uid: get_str(&o, tags::FRAME_OF_REFERENCE_UID),
-        warnings,
-    })
+    Ok((
+        SegFile {
+            path: path.to_path_buf(),
+            labels,
+            segments,
+            frames,
+            frame_of_reference_uid: get_str(&o, tags::FRAME_OF_REFERENCE_UID),
+            warnings,
+        },
+        overlaps,
+    ))
 }
