@@ -2,6 +2,7 @@
 //! that parses arguments, shows progress and turns errors into messages naming the file.
 
 mod bench;
+mod convert;
 mod demo;
 mod evaluate;
 mod info;
@@ -52,6 +53,9 @@ enum Command {
     /// Time a training step and a sliding-window inference of a U-Net (the yardstick that
     /// scripts/bench_compare.py sets beside PyTorch).
     Bench(bench::BenchArgs),
+    /// Turn a folder of DICOM studies (CT, PET, SEG or RTSTRUCT) into an nnU-Net raw
+    /// dataset for training, PET in SUV on the CT grid.
+    Convert(convert::ConvertArgs),
 }
 
 /// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
