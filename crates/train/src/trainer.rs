@@ -568,18 +568,19 @@ fn validate<B: AutodiffBackend>(
     let mut fneg = vec![0u64; classes];
     let mut loss_sum = 0.0;
     let n = cfg.val_patches.max(1);
-    // Patch s: case s mod cases, centred on a voxel of that case's (s / cases)-th label in
-    // turn, so that a handful of patches already scores every gland of every case (random
-    // patches would mostly hold background and leave the small glands unscored).
+    // Patch s: label s mod 6-ish (every gland in turn), case (s / labels) mod cases, so that
+    // a handful of patches already scores every gland (random patches would mostly hold
+    // background and leave the small glands unscored).
+    let labels_per_case = plan.labels.num_classes().saturating_sub(1).max(1);
     for s in 0..n {
         let mut rng = sample_rng(cfg.seed, fold, u64::MAX - 1, s as u64);
-        let case = &val[s % val.len()];
+        let case = &val[(s / labels_per_case) % val.len()];
         let lr_axis = case.info.geometry.axis_along(0).0;
         let present: Vec<u8> = case.info.class_locations.keys().copied().collect();
         let p = if present.is_empty() {
             sampler.sample(case, false, lr_axis, &mut rng)
         } else {
-            let value = present[(s / val.len()) % present.len()];
+            let value = present[(s % labels_per_case) % present.len()];
             sampler
                 .sample_at_label(case, value, lr_axis, &mut rng)
                 .expect("label listed as present")
