@@ -352,6 +352,46 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// UIDs, creation date/time and patient/study module of a new derived object (SEG,
+/// RTSTRUCT): in the source's study and frame of reference when the source is known, in a
+/// new study otherwise.
+pub(crate) struct DerivedIdentity {
+    pub study_uid: String,
+    pub for_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub date: String,
+    pub time: String,
+    pub patient: PatientStudy,
+}
+
+pub(crate) fn derived_identity(source: Option<&SourceSeries>) -> DerivedIdentity {
+    let study_uid = source
+        .map(|s| s.study_instance_uid.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(new_uid);
+    let for_uid = source
+        .map(|s| s.frame_of_reference_uid.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(new_uid);
+    let (date, time) = date_time_of(now_unix());
+    let mut patient = source.map(|s| s.patient.clone()).unwrap_or_default();
+    if source.is_none() {
+        patient.study_date = date.clone();
+        patient.study_time = time.clone();
+        patient.study_id = "1".into();
+    }
+    DerivedIdentity {
+        study_uid,
+        for_uid,
+        series_uid: new_uid(),
+        sop_uid: new_uid(),
+        date,
+        time,
+        patient,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,23 +139,15 @@ pub fn write_rtstruct(
     if rois.is_empty() {
         return Err(file_err(out, "the label map has no foreground labels"));
     }
-    let study_uid = source
-        .map(|s| s.study_instance_uid.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(new_uid);
-    let for_uid = source
-        .map(|s| s.frame_of_reference_uid.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(new_uid);
-    let series_uid = new_uid();
-    let sop_uid = new_uid();
-    let (date, time) = date_time_of(now_unix());
-    let mut patient = source.map(|s| s.patient.clone()).unwrap_or_default();
-    if source.is_none() {
-        patient.study_date = date.clone();
-        patient.study_time = time.clone();
-        patient.study_id = "1".into();
-    }
+    let DerivedIdentity {
+        study_uid,
+        for_uid,
+        series_uid,
+        sop_uid,
+        date,
+        time,
+        patient,
+    } = derived_identity(source);
     let [ni, nj, nk] = g.shape;
     let plane = ni * nj;
     let data = labels.as_slice();

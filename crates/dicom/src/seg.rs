@@ -251,23 +251,15 @@ fn build_seg(
         frames.push((1, segments[0].0, 0));
     }
 
-    let study_uid = source
-        .map(|s| s.study_instance_uid.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(new_uid);
-    let for_uid = source
-        .map(|s| s.frame_of_reference_uid.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(new_uid);
-    let series_uid = new_uid();
-    let sop_uid = new_uid();
-    let (date, time) = date_time_of(now_unix());
-    let mut patient = source.map(|s| s.patient.clone()).unwrap_or_default();
-    if source.is_none() {
-        patient.study_date = date.clone();
-        patient.study_time = time.clone();
-        patient.study_id = "1".into();
-    }
+    let DerivedIdentity {
+        study_uid,
+        for_uid,
+        series_uid,
+        sop_uid,
+        date,
+        time,
+        patient,
+    } = derived_identity(source);
 
     let d = g.direction;
     let orientation = [d[0][0], d[1][0], d[2][0], d[0][1], d[1][1], d[2][1]];

@@ -18,7 +18,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::record::Recorder;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use glandseg_core::atomic;
 use glandseg_net::{downsample_labels, DeepSupervisionLoss, UNet, UNetConfig};
 use glandseg_plan::Plan;
@@ -447,31 +447,15 @@ impl Trainer<'_> {
                         let (_, b) = rx.recv().map_err(|_| {
                             TrainError::Input("the batch thread stopped unexpectedly".into())
                         })?;
-                        let x = Tensor::<B, 5>::from_data(
-                            TensorData::new(
-                                b.image,
-                                [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
-                            ),
-                            device,
-                        );
-                        let outs = model.forward_all(x);
-                        let tg =
-                            targets::<B>(&b.labels, b.n, patch, &plan.stages, outs.len(), device);
-                        let loss = ds.loss(outs, tg);
-                        let value: f64 = loss
-                            .clone()
-                            .into_scalar()
-                            .to_string()
-                            .parse()
-                            .unwrap_or(f64::NAN);
+                        let (next, value) =
+                            train_step(model, &mut optim, &ds, b, plan, patch, lr, device);
+                        model = next;
                         if !value.is_finite() {
                             return Err(TrainError::Input(format!(
                                 "training loss became {value} in epoch {epoch}; lower the learning rate (--lr)"
                             )));
                         }
                         loss_sum += value;
-                        let grads = GradientsParams::from_grads(loss.backward(), &model);
-                        model = optim.step(lr, model, grads);
                         bar.inc(1);
                     }
                     let train_loss = loss_sum / cfg.iters_per_epoch as f64;
@@ -596,9 +580,7 @@ fn validate<B: AutodiffBackend>(
         let t = targets::<B::InnerBackend>(&p.labels, 1, patch, &plan.stages, 1, device);
         let l: f64 = glandseg_net::dice_ce_loss(logits.clone(), t[0].clone())
             .into_scalar()
-            .to_string()
-            .parse()
-            .unwrap_or(f64::NAN);
+            .elem::<f64>();
         loss_sum += l;
         let pred: Vec<i64> = logits.argmax(1).into_data().iter::<i64>().collect();
         for (pr, &gt) in pred.iter().zip(&p.labels) {
@@ -683,6 +665,33 @@ fn write_log(dir: &Path, state: &TrainState, labels: &glandseg_core::LabelMap) -
     Ok(())
 }
 
+/// One optimiser step on a batch; returns the updated network and the loss before it.
+#[allow(clippy::too_many_arguments)]
+fn train_step<B: AutodiffBackend>(
+    model: UNet<B>,
+    optim: &mut Optim<B>,
+    ds: &DeepSupervisionLoss,
+    b: Batch,
+    plan: &Plan,
+    patch: [usize; 3],
+    lr: f64,
+    device: &B::Device,
+) -> (UNet<B>, f64) {
+    let x = Tensor::<B, 5>::from_data(
+        TensorData::new(
+            b.image,
+            [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
+        ),
+        device,
+    );
+    let outs = model.forward_all(x);
+    let tg = targets::<B>(&b.labels, b.n, patch, &plan.stages, outs.len(), device);
+    let loss = ds.loss(outs, tg);
+    let value = loss.clone().into_scalar().elem::<f64>();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), value)
+}
+
 /// Wall time of one training iteration (batch preparation + forward + backward + step) of
 /// the planned network, after one warm-up iteration: what `glandseg demo` fits its
 /// iteration count to.
@@ -726,18 +735,7 @@ pub fn seconds_per_iteration<B: AutodiffBackend>(
             "timing",
             t as u64,
         );
-        let x = Tensor::<B, 5>::from_data(
-            TensorData::new(
-                b.image,
-                [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
-            ),
-            device,
-        );
-        let outs = model.forward_all(x);
-        let tg = targets::<B>(&b.labels, b.n, patch, &plan.stages, outs.len(), device);
-        let loss = ds.loss(outs, tg);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(cfg.lr, model, grads);
+        model = train_step(model, &mut optim, &ds, b, plan, patch, cfg.lr, device).0;
         if t > 0 {
             elapsed += started.elapsed().as_secs_f64();
         }
