@@ -142,11 +142,7 @@ impl<B: Backend> Predictor<B> {
         let (target, data) = preprocess_images(&images, plan, region)?;
         drop(images);
         let classes = plan.labels.num_classes();
-        let fill: Vec<f32> = plan
-            .normalization
-            .iter()
-            .map(|n| n.apply(f32::MIN))
-            .collect();
+        let fill = glandseg_train::preprocess::outside_values(plan);
         let window = SlidingWindow {
             patch: plan.patch_size,
             step: opts.step,

@@ -171,6 +171,16 @@ fn rotation(ax: f64, ay: f64, az: f64) -> [[f64; 3]; 3] {
 }
 
 impl PatchSampler {
+    /// The sampler a plan trains with: its label swap table and its channels' outside values.
+    pub fn for_plan(plan: &glandseg_plan::Plan, patch: [usize; 3], augment: AugmentConfig) -> Self {
+        PatchSampler {
+            patch,
+            augment,
+            swap: plan.labels.swap_table(),
+            fill: crate::preprocess::outside_values(plan),
+        }
+    }
+
     /// Where the patch centre goes: on a random voxel of a random class present in the
     /// case when `force_fg` (each class equally likely, so the small lacrimal glands are
     /// seen as often as the parotids), anywhere otherwise. The patch may reach past the
@@ -320,8 +330,8 @@ impl PatchSampler {
 
         let mut mirrored = false;
         if rng.random_bool(aug.p_mirror_lr) {
-            flip(&mut image, channels, p, lr_axis);
-            flip_labels(&mut labels, p, lr_axis);
+            flip_channels(&mut image, p, lr_axis);
+            flip(&mut labels, p, lr_axis);
             for l in labels.iter_mut() {
                 *l = self.swap[*l as usize];
             }
@@ -330,8 +340,8 @@ impl PatchSampler {
         if aug.mirror_other_axes {
             for axis in (0..3).filter(|&a| a != lr_axis) {
                 if rng.random_bool(0.5) {
-                    flip(&mut image, channels, p, axis);
-                    flip_labels(&mut labels, p, axis);
+                    flip_channels(&mut image, p, axis);
+                    flip(&mut labels, p, axis);
                 }
             }
         }
@@ -352,29 +362,22 @@ fn flip_index(p: [usize; 3], axis: usize, i: usize, j: usize, k: usize) -> usize
     (q[2] * p[1] + q[1]) * p[0] + q[0]
 }
 
-fn flip_labels(labels: &mut [u8], p: [usize; 3], axis: usize) {
-    let src = labels.to_vec();
+/// Reverses a `[k, j, i]` block (one channel or the labels) along voxel `axis`.
+fn flip<T: Copy>(data: &mut [T], p: [usize; 3], axis: usize) {
+    let src = data.to_vec();
     for k in 0..p[2] {
         for j in 0..p[1] {
             for i in 0..p[0] {
-                labels[(k * p[1] + j) * p[0] + i] = src[flip_index(p, axis, i, j, k)];
+                data[(k * p[1] + j) * p[0] + i] = src[flip_index(p, axis, i, j, k)];
             }
         }
     }
 }
 
-fn flip(image: &mut [f32], channels: usize, p: [usize; 3], axis: usize) {
-    let vox = p[0] * p[1] * p[2];
-    for c in 0..channels {
-        let ch = &mut image[c * vox..(c + 1) * vox];
-        let src = ch.to_vec();
-        for k in 0..p[2] {
-            for j in 0..p[1] {
-                for i in 0..p[0] {
-                    ch[(k * p[1] + j) * p[0] + i] = src[flip_index(p, axis, i, j, k)];
-                }
-            }
-        }
+/// Every channel of an image `[C, k, j, i]` reversed along voxel `axis`.
+fn flip_channels(image: &mut [f32], p: [usize; 3], axis: usize) {
+    for ch in image.chunks_mut(p[0] * p[1] * p[2]) {
+        flip(ch, p, axis);
     }
 }
 

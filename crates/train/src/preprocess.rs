@@ -43,14 +43,23 @@ struct CacheManifest {
     cases: Vec<String>,
 }
 
-/// The body box of a CT (HU > -500), or the whole grid for other first channels or an
-/// all-air image, so a PET-only model still works.
+/// The body box of a CT (the fingerprint's rule: HU > -500), or the whole grid for other
+/// first channels or an all-air image, so a PET-only model still works.
 pub fn body_box(first: &Volume<f32>, is_ct: bool) -> ([usize; 3], [usize; 3]) {
     let full = ([0; 3], first.shape());
     if !is_ct {
         return full;
     }
-    first.bbox_where(|v| *v > -500.0).unwrap_or(full)
+    glandseg_plan::fingerprint::body_bbox(first, true).unwrap_or(full)
+}
+
+/// What each normalised channel reads outside the image (air, zero uptake): the plan's
+/// normalisation of the lowest value, which the clip or the log maps onto its floor.
+pub fn outside_values(plan: &Plan) -> Vec<f32> {
+    plan.normalization
+        .iter()
+        .map(|n| n.apply(f32::MIN))
+        .collect()
 }
 
 /// Brings the channels of one case onto the first channel's grid, crops to `crop`

@@ -369,17 +369,7 @@ impl Trainer<'_> {
         }
         let patch = effective_patch(plan, &cfg);
         let batch = cfg.batch_size.unwrap_or(plan.batch_size).max(1);
-        let fill: Vec<f32> = plan
-            .normalization
-            .iter()
-            .map(|n| n.apply(f32::MIN))
-            .collect();
-        let sampler = PatchSampler {
-            patch,
-            augment: cfg.augment.clone(),
-            swap: plan.labels.swap_table(),
-            fill: fill.clone(),
-        };
+        let sampler = PatchSampler::for_plan(plan, patch, cfg.augment.clone());
         let val_sampler = PatchSampler {
             augment: AugmentConfig::none(),
             ..sampler.clone()
@@ -710,16 +700,7 @@ pub fn seconds_per_iteration<B: AutodiffBackend>(
     }
     let patch = effective_patch(plan, cfg);
     let batch = cfg.batch_size.unwrap_or(plan.batch_size).max(1);
-    let sampler = PatchSampler {
-        patch,
-        augment: cfg.augment.clone(),
-        swap: plan.labels.swap_table(),
-        fill: plan
-            .normalization
-            .iter()
-            .map(|n| n.apply(f32::MIN))
-            .collect(),
-    };
+    let sampler = PatchSampler::for_plan(plan, patch, cfg.augment.clone());
     let mut model: UNet<B> = network_config(plan).init(device);
     let mut optim = Optim::<B>::new(cfg);
     let ds = DeepSupervisionLoss::new((plan.stages.len() - 1).max(1));
