@@ -100,6 +100,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         a.spacing > 0.3 && a.spacing < 10.0,
         "--spacing must be in (0.3, 10) mm"
     );
+    anyhow::ensure!(
+        a.patch.iter().all(|&v| (8..=512).contains(&v)),
+        "--patch must be 3 sizes between 8 and 512 voxels, got {:?}",
+        a.patch
+    );
+    anyhow::ensure!(
+        a.scale > 0.05 && a.scale <= 4.0,
+        "--scale must be in (0.05, 4], got {}",
+        a.scale
+    );
     let t0 = Instant::now();
     let mut timings: Vec<(&str, f64)> = Vec::new();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -93,6 +93,12 @@ pub fn config_of(a: &TrainArgs) -> Result<TrainConfig> {
         1e-3
     });
     anyhow::ensure!(lr > 0.0 && lr.is_finite(), "--lr must be positive");
+    if let Some(p) = &a.patch {
+        anyhow::ensure!(
+            p.iter().all(|&v| (4..=512).contains(&v)),
+            "--patch must be 3 sizes between 4 and 512 voxels, got {p:?}"
+        );
+    }
     let mut augment = if a.no_augment {
         AugmentConfig::none()
     } else {
