@@ -7,4 +7,5 @@
 //! im2col copy per tile and computes the weight gradient as a convolution with the output
 //! gradient as a (huge) kernel. Matrix products go to the `gemm` crate.
 
+pub mod conv;
 pub mod norm;

@@ -10,9 +10,11 @@
 //! Tensors are `[batch, channel, k, j, i]` (D, H, W = the volume's k, j, i), so a
 //! `Volume`'s memory order maps onto a tensor without a transpose.
 
+pub mod backend;
 pub mod loss;
 pub mod model;
 
+pub use backend::{NetAutodiffBackend, NetBackend};
 pub use loss::{dice_ce_loss, downsample_labels, DeepSupervisionLoss};
 pub use model::{UNet, UNetConfig};
 

@@ -5,6 +5,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use glandseg_plan::Stage;
 
+use crate::backend::{self, NetBackend};
+
 /// conv -> InstanceNorm(affine) -> LeakyReLU(0.01).
 #[derive(Module, Debug)]
 pub struct ConvNormAct<B: Backend> {
@@ -42,8 +44,15 @@ impl<B: Backend> ConvNormAct<B> {
         }
     }
 
+}
+
+impl<B: NetBackend> ConvNormAct<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        self.act.forward(self.norm.forward(self.conv.forward(x)))
+        if B::has_kernels() {
+            backend::norm_leaky(&self.norm, &self.act, backend::conv3d(&self.conv, x))
+        } else {
+            self.act.forward(self.norm.forward(self.conv.forward(x)))
+        }
     }
 }
 
@@ -67,6 +76,9 @@ impl<B: Backend> StageBlock<B> {
             b: ConvNormAct::new(cout, cout, kernel, [1, 1, 1], device),
         }
     }
+}
+
+impl<B: NetBackend> StageBlock<B> {
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
         self.b.forward(self.a.forward(x))
     }
@@ -126,7 +138,7 @@ impl UNetConfig {
     }
 }
 
-impl<B: Backend> UNet<B> {
+impl<B: NetBackend> UNet<B> {
     /// Logits at every decoder resolution, finest (full resolution) first.
     pub fn forward_all(&self, x: Tensor<B, 5>) -> Vec<Tensor<B, 5>> {
         let mut skips = Vec::new();
@@ -140,8 +152,24 @@ impl<B: Backend> UNet<B> {
         let mut outs = Vec::new();
         for ((up, dec), head) in self.up.iter().zip(&self.decoder).zip(&self.heads) {
             let skip = skips.pop().expect("one skip per decoder stage");
-            h = dec.forward(Tensor::cat(vec![up.forward(h), skip], 1));
-            outs.push(head.forward(h.clone()));
+            let (up, head) = (
+                |x| {
+                    if B::has_kernels() {
+                        backend::conv_transpose3d(up, x)
+                    } else {
+                        up.forward(x)
+                    }
+                },
+                |x| {
+                    if B::has_kernels() {
+                        backend::conv3d(head, x)
+                    } else {
+                        head.forward(x)
+                    }
+                },
+            );
+            h = dec.forward(Tensor::cat(vec![up(h), skip], 1));
+            outs.push(head(h.clone()));
         }
         outs.reverse();
         outs

@@ -8,9 +8,8 @@ pub mod localize;
 pub mod postprocess;
 pub mod sliding;
 
-use burn::tensor::backend::Backend;
 use glandseg_core::{Geometry, Volume};
-use glandseg_net::UNet;
+use glandseg_net::{NetBackend, UNet};
 use glandseg_ops::resample::{resample, Interpolation};
 use glandseg_train::model_folder::ModelFolder;
 use glandseg_train::preprocess::{onto_first_grid, preprocess_images};
@@ -71,14 +70,14 @@ pub struct Prediction {
 }
 
 /// A loaded model: the plan and one network per fold.
-pub struct Predictor<B: Backend> {
+pub struct Predictor<B: NetBackend> {
     pub folder: ModelFolder,
     pub folds: Vec<String>,
     models: Vec<UNet<B>>,
     device: B::Device,
 }
 
-impl<B: Backend> Predictor<B> {
+impl<B: NetBackend> Predictor<B> {
     /// Loads `folds` (all trained folds when empty) from a model folder.
     pub fn load(dir: &std::path::Path, folds: &[String], device: B::Device) -> Result<Self> {
         let folder = ModelFolder::open(dir)?;

@@ -8,9 +8,8 @@
 //! the right one was, so its prediction must be relabelled before it is averaged in.
 
 use burn::tensor::activation::softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use glandseg_net::UNet;
+use glandseg_net::{NetBackend, UNet};
 use indicatif::ProgressBar;
 
 #[derive(Clone, Debug)]
@@ -105,7 +104,7 @@ impl Tta {
 /// k), averaged over `models` and the TTA variants. `fill` pads channels where the image is
 /// smaller than a tile.
 #[allow(clippy::too_many_arguments)]
-pub fn predict_probabilities<B: Backend>(
+pub fn predict_probabilities<B: NetBackend>(
     models: &[UNet<B>],
     image: &[f32],
     shape: [usize; 3],

@@ -17,10 +17,10 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::record::Recorder;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use glandseg_core::atomic;
-use glandseg_net::{downsample_labels, DeepSupervisionLoss, UNet, UNetConfig};
+use glandseg_net::{downsample_labels, DeepSupervisionLoss, NetAutodiffBackend, UNet, UNetConfig};
 use glandseg_plan::Plan;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
@@ -100,12 +100,12 @@ pub struct TrainState {
 }
 
 /// The optimiser behind one type, so a run can pick SGD or AdamW at run time.
-pub enum Optim<B: AutodiffBackend> {
+pub enum Optim<B: NetAutodiffBackend> {
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, UNet<B>, B>),
     AdamW(OptimizerAdaptor<AdamW, UNet<B>, B>),
 }
 
-impl<B: AutodiffBackend> Optim<B> {
+impl<B: NetAutodiffBackend> Optim<B> {
     pub fn new(cfg: &TrainConfig) -> Self {
         let clip = burn::grad_clipping::GradientClippingConfig::Norm(12.0);
         match cfg.optimizer {
@@ -314,7 +314,7 @@ impl Trainer<'_> {
     }
 
     /// Trains (or resumes with `resume`) until `config.epochs` epochs are done.
-    pub fn run<B: AutodiffBackend>(
+    pub fn run<B: NetAutodiffBackend>(
         &self,
         device: &B::Device,
         resume: bool,
@@ -526,7 +526,7 @@ impl Trainer<'_> {
 /// Pseudo-Dice per foreground class over all validation patches (TP, FP, FN summed first,
 /// as nnU-Net does), and the mean validation loss.
 #[allow(clippy::too_many_arguments)]
-fn validate<B: AutodiffBackend>(
+fn validate<B: NetAutodiffBackend>(
     model: &UNet<B::InnerBackend>,
     val: &[CachedCase],
     sampler: &PatchSampler,
@@ -657,7 +657,7 @@ fn write_log(dir: &Path, state: &TrainState, labels: &glandseg_core::LabelMap) -
 
 /// One optimiser step on a batch; returns the updated network and the loss before it.
 #[allow(clippy::too_many_arguments)]
-fn train_step<B: AutodiffBackend>(
+fn train_step<B: NetAutodiffBackend>(
     model: UNet<B>,
     optim: &mut Optim<B>,
     ds: &DeepSupervisionLoss,
@@ -685,7 +685,7 @@ fn train_step<B: AutodiffBackend>(
 /// Wall time of one training iteration (batch preparation + forward + backward + step) of
 /// the planned network, after one warm-up iteration: what `glandseg demo` fits its
 /// iteration count to.
-pub fn seconds_per_iteration<B: AutodiffBackend>(
+pub fn seconds_per_iteration<B: NetAutodiffBackend>(
     plan: &Plan,
     cache: &Cache,
     cfg: &TrainConfig,

@@ -1,0 +1,572 @@
+//! 3D convolution (and its transpose) as implicit GEMM, forward and backward.
+//!
+//! The input is copied once into a zero-padded, channels-last buffer. In that layout the
+//! input values a kernel tap `(kd, kh, kw)` needs for a whole output plane form a strided
+//! matrix `[rows x in_channels]`: output position `(h, w)` of the plane is row
+//! `m = h * row_width + w` and reads the input at `m * stride_w` (plus the tap's offset),
+//! provided the padded width is a multiple of the stride and `row_width = stride_h *
+//! padded_w / stride_w`. Rows with `w >= out_w` are padding ("junk") rows: computed and
+//! thrown away in the forward pass, kept at zero in the gradients. So a convolution is one
+//! `[rows x A] @ [A x B]` product per tap, accumulated, with no im2col copy; the weight
+//! gradient is one `[A x rows] @ [rows x B]` product per tap and plane. Products go to the
+//! `gemm` crate; planes are spread over rayon's threads.
+//!
+//! Written by hand (see the crate docs); only groups = 1 and dilation = 1 are handled: the
+//! callers fall back to burn's own operations otherwise.
+//!
+//! Weights are in burn's / PyTorch's layout `[B][A][kd][kh][kw]`, where `A` is the channel
+//! count on the strided side and `B` on the other: for a convolution `A` = input channels
+//! and `B` = output channels (`[out, in, k..]`); for a transposed convolution the strided
+//! side is its output, so its `[in, out, k..]` weight is the same `[B][A][k..]`.
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Shape of a convolution from the strided side (size `in_size`, `in_channels` = A) to the
+/// other side (size [`ConvGeometry::out_size`], `out_channels` = B).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    /// (D, H, W) of the strided side, before padding.
+    pub in_size: [usize; 3],
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    pub padding: [usize; 3],
+}
+
+impl ConvGeometry {
+    /// Whether the kernels can run this shape (every size positive, the kernel fits).
+    pub fn is_supported(&self) -> bool {
+        self.batch > 0
+            && self.in_channels > 0
+            && self.out_channels > 0
+            && (0..3).all(|i| {
+                self.in_size[i] > 0
+                    && self.kernel[i] > 0
+                    && self.stride[i] > 0
+                    && self.in_size[i] + 2 * self.padding[i] >= self.kernel[i]
+            })
+    }
+
+    pub fn out_size(&self) -> [usize; 3] {
+        let mut o = [0; 3];
+        for i in 0..3 {
+            o[i] = (self.in_size[i] + 2 * self.padding[i] - self.kernel[i]) / self.stride[i] + 1;
+        }
+        o
+    }
+
+    /// (D, H, W) of the padded channels-last buffer; W rounded up to a multiple of the stride.
+    fn padded(&self) -> [usize; 3] {
+        let w = self.in_size[2] + 2 * self.padding[2];
+        [
+            self.in_size[0] + 2 * self.padding[0],
+            self.in_size[1] + 2 * self.padding[1],
+            w.div_ceil(self.stride[2]) * self.stride[2],
+        ]
+    }
+
+    fn row_width(&self) -> usize {
+        self.stride[1] * self.padded()[2] / self.stride[2]
+    }
+
+    /// Rows per output plane, up to and including the last valid one.
+    fn rows(&self) -> usize {
+        let o = self.out_size();
+        (o[1] - 1) * self.row_width() + o[2]
+    }
+
+    fn taps(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    fn in_len(&self) -> usize {
+        self.batch * self.in_channels * self.in_size.iter().product::<usize>()
+    }
+
+    fn out_len(&self) -> usize {
+        self.batch * self.out_channels * self.out_size().iter().product::<usize>()
+    }
+
+    fn weight_len(&self) -> usize {
+        self.in_channels * self.out_channels * self.taps()
+    }
+
+    fn padded_plane(&self) -> usize {
+        let p = self.padded();
+        p[1] * p[2] * self.in_channels
+    }
+
+    /// Offset of tap `t` (kd, kh, kw in row-major order) inside the padded buffer, relative
+    /// to the first input plane of an output plane.
+    fn tap_offset(&self, t: usize) -> (usize, usize) {
+        let [_, kh, kw] = self.kernel;
+        let (kd, r) = (t / (kh * kw), t % (kh * kw));
+        let p = self.padded();
+        (kd, ((r / kw) * p[2] + r % kw) * self.in_channels)
+    }
+}
+
+/// Gradients of a convolution (or transposed convolution).
+#[derive(Debug, Clone)]
+pub struct ConvGrads {
+    /// Same layout as the layer's input; empty when not asked for.
+    pub input: Vec<f32>,
+    /// Burn's weight layout.
+    pub weight: Vec<f32>,
+    /// One value per channel of the layer's output.
+    pub bias: Vec<f32>,
+}
+
+fn check(g: &ConvGeometry, what: &str, got: usize, want: usize) {
+    assert!(g.is_supported(), "unsupported convolution geometry {g:?}");
+    assert_eq!(got, want, "{what}: length {got} does not match {g:?}");
+}
+
+/// Convolution: `x` is `[N][A][D][H][W]`, `weight` `[B][A][kd][kh][kw]`; returns
+/// `[N][B][oD][oH][oW]`.
+pub fn conv3d(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    check(g, "conv3d input", x.len(), g.in_len());
+    check(g, "conv3d weight", weight.len(), g.weight_len());
+    let padded = pad_channels_last(x, g);
+    gather(&padded, weight, bias, g)
+}
+
+/// Gradients of [`conv3d`] given the output gradient `gy`.
+pub fn conv3d_backward(
+    x: &[f32],
+    weight: &[f32],
+    gy: &[f32],
+    g: &ConvGeometry,
+    want_input: bool,
+) -> ConvGrads {
+    check(g, "conv3d_backward input", x.len(), g.in_len());
+    check(g, "conv3d_backward weight", weight.len(), g.weight_len());
+    check(g, "conv3d_backward output gradient", gy.len(), g.out_len());
+    let rows = out_rows(gy, g);
+    let input = if !want_input {
+        Vec::new()
+    } else if g.stride == [1, 1, 1] && (0..3).all(|i| g.padding[i] < g.kernel[i]) {
+        // Stride 1: the input gradient is a convolution of gy with the flipped, transposed
+        // kernel, which runs as the faster `gather`.
+        let taps = g.taps();
+        let (a, b) = (g.in_channels, g.out_channels);
+        let mut flipped = vec![0f32; weight.len()];
+        for o in 0..b {
+            for i in 0..a {
+                for t in 0..taps {
+                    flipped[(i * b + o) * taps + (taps - 1 - t)] = weight[(o * a + i) * taps + t];
+                }
+            }
+        }
+        let gt = ConvGeometry {
+            batch: g.batch,
+            in_channels: b,
+            out_channels: a,
+            in_size: g.out_size(),
+            kernel: g.kernel,
+            stride: [1, 1, 1],
+            padding: [0, 1, 2].map(|i| g.kernel[i] - 1 - g.padding[i]),
+        };
+        gather(&pad_channels_last(gy, &gt), &flipped, None, &gt)
+    } else {
+        unpad_channels_first(&scatter(&rows, weight, g), g)
+    };
+    let padded = pad_channels_last(x, g);
+    ConvGrads {
+        input,
+        weight: wgrad(&padded, &rows, g),
+        bias: channel_sums(gy, g.batch, g.out_channels),
+    }
+}
+
+/// Transposed convolution: `x` is the non-strided side `[N][B][oD][oH][oW]` (with `g.out_size()`),
+/// `weight` `[B][A][k..]` (burn's `[in, out, k..]`); returns the strided side `[N][A][D][H][W]`.
+/// Only shapes where every input voxel of the strided side is reached are meaningful (the
+/// caller uses kernel == stride, no padding).
+pub fn conv_transpose3d(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &ConvGeometry,
+) -> Vec<f32> {
+    check(g, "conv_transpose3d input", x.len(), g.out_len());
+    check(g, "conv_transpose3d weight", weight.len(), g.weight_len());
+    let mut y = unpad_channels_first(&scatter(&out_rows(x, g), weight, g), g);
+    if let Some(b) = bias {
+        add_channel_bias(&mut y, b, g.batch, g.in_channels);
+    }
+    y
+}
+
+/// Gradients of [`conv_transpose3d`] given the gradient `gy` of its (strided-side) output.
+pub fn conv_transpose3d_backward(
+    x: &[f32],
+    weight: &[f32],
+    gy: &[f32],
+    g: &ConvGeometry,
+    want_input: bool,
+) -> ConvGrads {
+    check(g, "conv_transpose3d_backward input", x.len(), g.out_len());
+    check(g, "conv_transpose3d_backward weight", weight.len(), g.weight_len());
+    check(g, "conv_transpose3d_backward output gradient", gy.len(), g.in_len());
+    let padded = pad_channels_last(gy, g);
+    let input = if want_input {
+        gather(&padded, weight, None, g)
+    } else {
+        Vec::new()
+    };
+    ConvGrads {
+        input,
+        weight: wgrad(&padded, &out_rows(x, g), g),
+        bias: channel_sums(gy, g.batch, g.in_channels),
+    }
+}
+
+/// `[N][A][D][H][W]` -> zero-padded `[N][pD][pH][pW][A]`.
+fn pad_channels_last(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let [d, h, w] = g.in_size;
+    let [pd, ph, pw] = g.padding;
+    let [dp, hp, wp] = g.padded();
+    let a = g.in_channels;
+    let mut out = vec![0f32; g.batch * dp * hp * wp * a];
+    out.par_chunks_mut(hp * wp * a)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (n, zp) = (plane / dp, plane % dp);
+            if zp < pd || zp >= pd + d {
+                return;
+            }
+            let z = zp - pd;
+            for c in 0..a {
+                let src = &x[((n * a + c) * d + z) * h * w..][..h * w];
+                for y in 0..h {
+                    let row = &src[y * w..][..w];
+                    let base = ((y + ph) * wp + pw) * a + c;
+                    for (i, v) in row.iter().enumerate() {
+                        dst[base + i * a] = *v;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Inverse of [`pad_channels_last`] (the padding is dropped).
+fn unpad_channels_first(p: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let [d, h, w] = g.in_size;
+    let [pd, ph, pw] = g.padding;
+    let [dp, hp, wp] = g.padded();
+    let a = g.in_channels;
+    let mut out = vec![0f32; g.in_len()];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(r, dst)| {
+        let (n, c, z) = (r / (a * d), (r / d) % a, r % d);
+        let plane = &p[(n * dp + z + pd) * hp * wp * a..][..hp * wp * a];
+        for y in 0..h {
+            let base = ((y + ph) * wp + pw) * a + c;
+            for (i, v) in dst[y * w..][..w].iter_mut().enumerate() {
+                *v = plane[base + i * a];
+            }
+        }
+    });
+    out
+}
+
+/// Non-strided side `[N][B][oD][oH][oW]` -> `[N][oD][rows][B]` with zero junk rows.
+fn out_rows(y: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let [od, oh, ow] = g.out_size();
+    let (rows, rw, b) = (g.rows(), g.row_width(), g.out_channels);
+    let mut out = vec![0f32; g.batch * od * rows * b];
+    out.par_chunks_mut(rows * b)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (n, z) = (plane / od, plane % od);
+            for c in 0..b {
+                let src = &y[((n * b + c) * od + z) * oh * ow..][..oh * ow];
+                for r in 0..oh {
+                    for (i, v) in src[r * ow..][..ow].iter().enumerate() {
+                        dst[(r * rw + i) * b + c] = *v;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Rows per gemm call: keeps the accumulated block (rows x B floats) near 256 KiB, in L2.
+fn row_chunk(b: usize) -> usize {
+    ((1 << 16) / b.max(1)).max(64)
+}
+
+/// Forward convolution from the padded buffer; output in `[N][B][oD][oH][oW]`.
+fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry) -> Vec<f32> {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let [od, oh, ow] = g.out_size();
+    let (rows, rw, sw) = (g.rows(), g.row_width(), g.stride[2]);
+    let [dp, _, _] = g.padded();
+    let plane_len = g.padded_plane();
+    // [tap][A][B] so each tap's matrix is contiguous.
+    let mut wt = vec![0f32; taps * a * b];
+    for o in 0..b {
+        for i in 0..a {
+            for t in 0..taps {
+                wt[(t * a + i) * b + o] = weight[(o * a + i) * taps + t];
+            }
+        }
+    }
+    let chunk = row_chunk(b);
+    let kw = g.kernel[2];
+    let groups = taps / kw;
+    // With few input channels (the first layer) even kw * A is a short inner dimension for
+    // the matrix product, so those planes are unrolled into all taps (a small im2col).
+    let unroll = a * kw < 16;
+    let planes: Vec<Vec<f32>> = (0..g.batch * od)
+        .into_par_iter()
+        .map(|task| {
+            let (n, z) = (task / od, task % od);
+            let mut acc = vec![0f32; rows * b];
+            let plane0 = (n * dp + z * g.stride[0]) * plane_len;
+            if unroll {
+                let k = taps * a;
+                let mut col = vec![0f32; rows * k];
+                for (m, dst) in col.chunks_exact_mut(k).enumerate() {
+                    for t in 0..taps {
+                        let (kd, off) = g.tap_offset(t);
+                        let src = plane0 + kd * plane_len + off + m * sw * a;
+                        dst[t * a..][..a].copy_from_slice(&padded[src..][..a]);
+                    }
+                }
+                // SAFETY: `col` is rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        b,
+                        k,
+                        acc.as_mut_ptr(),
+                        1,
+                        b as isize,
+                        false,
+                        col.as_ptr(),
+                        1,
+                        k as isize,
+                        wt.as_ptr(),
+                        1,
+                        b as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                return acc;
+            }
+            for m0 in (0..rows).step_by(chunk) {
+                let mc = chunk.min(rows - m0);
+                // The kw taps of one (kd, kh) read kw consecutive A-blocks per row, so they
+                // form one product with inner dimension kw * A (rows overlap; only read).
+                for grp in 0..groups {
+                    let t = grp * kw;
+                    let (kd, off) = g.tap_offset(t);
+                    let base = plane0 + kd * plane_len + off + m0 * sw * a;
+                    debug_assert!(base + (mc - 1) * sw * a + kw * a <= padded.len());
+                    // SAFETY: `acc` holds rows x B; the lhs rows (stride sw*A, kw*A wide) stay
+                    // inside the padded input (see the module docs); `wt` holds taps x A x B.
+                    unsafe {
+                        gemm::gemm(
+                            mc,
+                            b,
+                            kw * a,
+                            acc.as_mut_ptr().add(m0 * b),
+                            1,
+                            b as isize,
+                            grp > 0,
+                            padded.as_ptr().add(base),
+                            1,
+                            (sw * a) as isize,
+                            wt.as_ptr().add(t * a * b),
+                            1,
+                            b as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![0f32; g.out_len()];
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(r, dst)| {
+            let (n, c, z) = (r / (b * od), (r / od) % b, r % od);
+            let acc = &planes[n * od + z];
+            let add = bias.map_or(0.0, |bb| bb[c]);
+            for y in 0..oh {
+                for (i, v) in dst[y * ow..][..ow].iter_mut().enumerate() {
+                    *v = acc[(y * rw + i) * b + c] + add;
+                }
+            }
+        });
+    out
+}
+
+/// Transpose of [`gather`]: spreads `[N][oD][rows][B]` back onto the padded strided side.
+fn scatter(rows_buf: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let [od, _, _] = g.out_size();
+    let (rows, sw) = (g.rows(), g.stride[2]);
+    let [dp, _, _] = g.padded();
+    let plane_len = g.padded_plane();
+    let sd = g.stride[0];
+    // [tap][B][A].
+    let mut wt = vec![0f32; taps * a * b];
+    for o in 0..b {
+        for i in 0..a {
+            for t in 0..taps {
+                wt[(t * b + o) * a + i] = weight[(o * a + i) * taps + t];
+            }
+        }
+    }
+    let mut out = vec![0f32; g.batch * dp * plane_len];
+    // Each padded plane gathers the contributions of the output planes that reach it, so
+    // planes can be filled in parallel without two threads writing the same values.
+    out.par_chunks_mut(plane_len)
+        .enumerate()
+        .for_each(|(plane, dst)| {
+            let (n, zp) = (plane / dp, plane % dp);
+            let mut first = true;
+            for kd in 0..g.kernel[0] {
+                if zp < kd || (zp - kd) % sd != 0 || (zp - kd) / sd >= od {
+                    continue;
+                }
+                let z = (zp - kd) / sd;
+                let src = &rows_buf[(n * od + z) * rows * b..][..rows * b];
+                let per_d = taps / g.kernel[0];
+                for t in kd * per_d..(kd + 1) * per_d {
+                    let (_, off) = g.tap_offset(t);
+                    debug_assert!(off + (rows - 1) * sw * a + a <= dst.len());
+                    // SAFETY: rows of `dst` (stride sw*A, A wide) are disjoint and inside the
+                    // plane (module docs); `src` holds rows x B; `wt` taps x B x A.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            a,
+                            b,
+                            dst.as_mut_ptr().add(off),
+                            1,
+                            (sw * a) as isize,
+                            !first,
+                            src.as_ptr(),
+                            1,
+                            b as isize,
+                            wt.as_ptr().add(t * b * a),
+                            1,
+                            a as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                    // Rows not written by this product keep their zero, so accumulating
+                    // from here on is right even when `first` skipped reading.
+                    first = false;
+                }
+            }
+        });
+    out
+}
+
+/// Weight gradient: sum over planes of `padded_tap^T @ rows`, in burn's weight layout.
+fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let [od, _, _] = g.out_size();
+    let (rows, sw) = (g.rows(), g.stride[2]);
+    let [dp, _, _] = g.padded();
+    let plane_len = g.padded_plane();
+    let acc = (0..g.batch * od)
+        .into_par_iter()
+        .fold(
+            || vec![0f32; taps * a * b],
+            |mut acc, task| {
+                let (n, z) = (task / od, task % od);
+                let src = &rows_buf[task * rows * b..][..rows * b];
+                let kw = g.kernel[2];
+                for t in (0..taps).step_by(kw) {
+                    let (kd, off) = g.tap_offset(t);
+                    let base = (n * dp + z * g.stride[0] + kd) * plane_len + off;
+                    debug_assert!(base + (rows - 1) * sw * a + kw * a <= padded.len());
+                    // SAFETY: as in `gather`; the destination is this fold's own block of
+                    // kw taps x A x B (the kw taps of one (kd, kh) are consecutive rows).
+                    unsafe {
+                        gemm::gemm(
+                            kw * a,
+                            b,
+                            rows,
+                            acc.as_mut_ptr().add(t * a * b),
+                            1,
+                            b as isize,
+                            true,
+                            padded.as_ptr().add(base),
+                            (sw * a) as isize,
+                            1,
+                            src.as_ptr(),
+                            1,
+                            b as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            Parallelism::None,
+                        );
+                    }
+                }
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; taps * a * b],
+            |mut x, y| {
+                x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+                x
+            },
+        );
+    let mut w = vec![0f32; taps * a * b];
+    for o in 0..b {
+        for i in 0..a {
+            for t in 0..taps {
+                w[(o * a + i) * taps + t] = acc[(t * a + i) * b + o];
+            }
+        }
+    }
+    w
+}
+
+/// Sum per channel of `[N][C][..]` (the bias gradient).
+fn channel_sums(x: &[f32], n: usize, c: usize) -> Vec<f32> {
+    let len = x.len() / (n * c);
+    let mut s = vec![0f64; c];
+    for (r, row) in x.chunks(len).enumerate() {
+        s[r % c] += row.iter().map(|v| *v as f64).sum::<f64>();
+    }
+    s.into_iter().map(|v| v as f32).collect()
+}
+
+fn add_channel_bias(y: &mut [f32], bias: &[f32], n: usize, c: usize) {
+    let len = y.len() / (n * c);
+    y.par_chunks_mut(len)
+        .enumerate()
+        .for_each(|(r, row)| row.iter_mut().for_each(|v| *v += bias[r % c]));
+}

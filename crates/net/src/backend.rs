@@ -1,0 +1,716 @@
+//! A burn backend extension for the network's hot layers: 3D convolution, its transpose and
+//! InstanceNorm + LeakyReLU as one operation.
+//!
+//! burn-flex runs these at a tenth of PyTorch's speed on the CPU (its convolution gradient
+//! w.r.t. the weights is a convolution with the whole output gradient as kernel, and the
+//! normalisation is a chain of a dozen tensor operations, each a pass over memory). On
+//! `Flex` the operations here call `glandseg-kernels`; `Autodiff<B>` records them with
+//! their own backward step; any other backend (CUDA) answers `has_kernels() == false` and
+//! the model keeps burn's modules, so the GPU path is unchanged. The default method bodies
+//! are burn's own operations, which keeps every backend correct if it is called anyway.
+//!
+//! Set `GLANDSEG_BURN_KERNELS=1` to make `Flex` report no kernels, which runs the network
+//! exactly as before (used by the equivalence test and the benchmark's "before" column).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps};
+use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor};
+use glandseg_kernels::conv::{self, ConvGeometry};
+use glandseg_kernels::norm;
+use std::borrow::Cow;
+
+/// Gradients of a layer with a weight and an optional bias.
+pub struct LayerGrads<B: Backend> {
+    pub input: Option<FloatTensor<B>>,
+    pub weight: FloatTensor<B>,
+    pub bias: Option<FloatTensor<B>>,
+}
+
+/// Gradients of the fused InstanceNorm + LeakyReLU.
+pub struct NormGrads<B: Backend> {
+    pub input: FloatTensor<B>,
+    pub gamma: FloatTensor<B>,
+    pub beta: FloatTensor<B>,
+}
+
+/// The operations the U-Net needs beyond burn's, with burn's implementations as defaults.
+pub trait NetBackend: Backend {
+    /// Whether the hand-written kernels run on this backend (the model then uses the
+    /// operations below instead of burn's modules).
+    fn has_kernels() -> bool {
+        false
+    }
+
+    fn net_conv3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Self> {
+        Self::conv3d(x, weight, bias, options)
+    }
+
+    fn net_conv3d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        options: ConvOptions<3>,
+        want_input: bool,
+        want_bias: bool,
+    ) -> LayerGrads<Self> {
+        LayerGrads {
+            input: want_input.then(|| {
+                Self::conv3d_x_backward(x.clone(), weight.clone(), gy.clone(), options.clone())
+            }),
+            bias: want_bias.then(|| channel_sum::<Self>(gy.clone())),
+            weight: Self::conv3d_weight_backward(x, weight, gy, options),
+        }
+    }
+
+    fn net_conv_transpose3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<3>,
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose3d(x, weight, bias, options)
+    }
+
+    fn net_conv_transpose3d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        options: ConvTransposeOptions<3>,
+        want_input: bool,
+        want_bias: bool,
+    ) -> LayerGrads<Self> {
+        LayerGrads {
+            input: want_input.then(|| {
+                Self::conv_transpose3d_x_backward(weight.clone(), gy.clone(), options.clone())
+            }),
+            bias: want_bias.then(|| channel_sum::<Self>(gy.clone())),
+            weight: Self::conv_transpose3d_weight_backward(x, weight, gy, options),
+        }
+    }
+
+    /// `leaky(InstanceNorm(x) * gamma + beta)`, biased variance per (sample, channel).
+    fn net_norm_leaky(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        slope: f64,
+    ) -> FloatTensor<Self> {
+        let (_, (z, shape)) = norm_reference::<Self>(x, gamma, beta, eps);
+        let z: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(z));
+        let y = burn::tensor::activation::leaky_relu(z, slope);
+        Self::float_reshape(y.into_primitive().tensor(), shape)
+    }
+
+    fn net_norm_leaky_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        gy: FloatTensor<Self>,
+        eps: f64,
+        slope: f64,
+    ) -> NormGrads<Self> {
+        let shape = x.shape();
+        let (xhat, z) = norm_reference::<Self>(x, gamma.clone(), beta, eps);
+        let (xhat, rstd) = xhat;
+        let z: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(z.0));
+        let [n, c, s] = z.dims();
+        let gy: Tensor<Self, 3> =
+            Tensor::from_primitive(TensorPrimitive::Float(Self::float_reshape(
+                gy,
+                Shape::new([n, c, s]),
+            )));
+        let gate = z.greater_equal_elem(0.0).float() * (1.0 - slope) + slope;
+        let gz = gy * gate;
+        let beta_grad = gz.clone().sum_dim(2).sum_dim(0).reshape([c]);
+        let gamma_grad = (gz.clone() * xhat.clone())
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([c]);
+        let gamma: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
+        let gxhat = gz * gamma.reshape([1, c, 1]);
+        let m1 = gxhat.clone().mean_dim(2);
+        let m2 = (gxhat.clone() * xhat.clone()).mean_dim(2);
+        let gx = (gxhat - m1 - xhat * m2) * rstd;
+        NormGrads {
+            input: Self::float_reshape(gx.into_primitive().tensor(), shape),
+            gamma: gamma_grad.into_primitive().tensor(),
+            beta: beta_grad.into_primitive().tensor(),
+        }
+    }
+}
+
+type Reference<B> = (
+    (Tensor<B, 3>, Tensor<B, 3>),
+    (FloatTensor<B>, Shape),
+);
+
+/// ((xhat, rstd), (z = gamma * xhat + beta, original shape)) with burn's operations.
+fn norm_reference<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    eps: f64,
+) -> Reference<B> {
+    let shape = x.shape();
+    let (n, c) = (shape[0], shape[1]);
+    let s = shape.num_elements() / (n * c);
+    let x: Tensor<B, 3> =
+        Tensor::from_primitive(TensorPrimitive::Float(B::float_reshape(x, Shape::new([n, c, s]))));
+    let mean = x.clone().mean_dim(2);
+    let centred = x - mean;
+    let var = centred.clone().square().mean_dim(2);
+    let rstd = var.add_scalar(eps).sqrt().recip();
+    let xhat = centred * rstd.clone();
+    let gamma: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
+    let beta: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(beta));
+    let z = xhat.clone() * gamma.reshape([1, c, 1]) + beta.reshape([1, c, 1]);
+    ((xhat, rstd), (z.into_primitive().tensor(), shape))
+}
+
+/// Sum over every axis but the channel axis (the bias gradient).
+fn channel_sum<B: Backend>(gy: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = gy.shape();
+    let c = shape[1];
+    let t = B::float_swap_dims(gy, 0, 1);
+    let t = B::float_reshape(t, Shape::new([c, shape.num_elements() / c]));
+    B::float_reshape(B::float_sum_dim(t, 1), Shape::new([c]))
+}
+
+// ---------------------------------------------------------------------------------------
+// Flex: the hand-written kernels.
+// ---------------------------------------------------------------------------------------
+
+fn kernels_disabled() -> bool {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISABLED.get_or_init(|| {
+        std::env::var("GLANDSEG_BURN_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(
+            t.clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("an f32 tensor converts to f32 values"),
+        ),
+    }
+}
+
+fn tensor(v: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(v, shape.to_vec()))
+}
+
+fn dims5(t: &FlexTensor) -> [usize; 5] {
+    let s = t.shape();
+    [s[0], s[1], s[2], s[3], s[4]]
+}
+
+/// The kernels' geometry for a burn convolution, or None where they do not apply.
+fn conv_geometry(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<3>) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || o.groups != 1 || o.dilation != [1; 3]
+    {
+        return None;
+    }
+    let [n, a, d, h, wd] = dims5(x);
+    let [b, a2, kd, kh, kw] = dims5(w);
+    let g = ConvGeometry {
+        batch: n,
+        in_channels: a,
+        out_channels: b,
+        in_size: [d, h, wd],
+        kernel: [kd, kh, kw],
+        stride: o.stride,
+        padding: o.padding,
+    };
+    (a == a2 && g.is_supported()).then_some(g)
+}
+
+/// Geometry of the convolution whose transpose this is (strided side = the output).
+fn conv_transpose_geometry(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    o: &ConvTransposeOptions<3>,
+) -> Option<ConvGeometry> {
+    if x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+        || o.groups != 1
+        || o.dilation != [1; 3]
+        || o.padding_out != [0; 3]
+    {
+        return None;
+    }
+    let [n, b, xd, xh, xw] = dims5(x);
+    let [b2, a, kd, kh, kw] = dims5(w);
+    let k = [kd, kh, kw];
+    let mut size = [0; 3];
+    for i in 0..3 {
+        let full = (([xd, xh, xw][i] - 1) * o.stride[i] + k[i]).checked_sub(2 * o.padding[i])?;
+        size[i] = full;
+    }
+    let g = ConvGeometry {
+        batch: n,
+        in_channels: a,
+        out_channels: b,
+        in_size: size,
+        kernel: k,
+        stride: o.stride,
+        padding: o.padding,
+    };
+    (b == b2 && g.is_supported() && g.out_size() == [xd, xh, xw]).then_some(g)
+}
+
+fn out_shape(g: &ConvGeometry) -> [usize; 5] {
+    let o = g.out_size();
+    [g.batch, g.out_channels, o[0], o[1], o[2]]
+}
+
+fn in_shape(g: &ConvGeometry) -> [usize; 5] {
+    let s = g.in_size;
+    [g.batch, g.in_channels, s[0], s[1], s[2]]
+}
+
+impl NetBackend for Flex {
+    fn has_kernels() -> bool {
+        !kernels_disabled()
+    }
+
+    fn net_conv3d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        options: ConvOptions<3>,
+    ) -> FlexTensor {
+        let Some(g) = conv_geometry(&x, &weight, &options) else {
+            return Flex::conv3d(x, weight, bias, options);
+        };
+        let b = bias.as_ref().map(f32s);
+        let y = conv::conv3d(&f32s(&x), &f32s(&weight), b.as_deref(), &g);
+        tensor(y, &out_shape(&g))
+    }
+
+    fn net_conv3d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        gy: FlexTensor,
+        options: ConvOptions<3>,
+        want_input: bool,
+        want_bias: bool,
+    ) -> LayerGrads<Flex> {
+        let Some(g) = conv_geometry(&x, &weight, &options) else {
+            return LayerGrads {
+                input: want_input.then(|| {
+                    Flex::conv3d_x_backward(x.clone(), weight.clone(), gy.clone(), options.clone())
+                }),
+                bias: want_bias.then(|| channel_sum::<Flex>(gy.clone())),
+                weight: Flex::conv3d_weight_backward(x, weight, gy, options),
+            };
+        };
+        let wshape = dims5(&weight);
+        let r = conv::conv3d_backward(&f32s(&x), &f32s(&weight), &f32s(&gy), &g, want_input);
+        LayerGrads {
+            input: want_input.then(|| tensor(r.input, &in_shape(&g))),
+            weight: tensor(r.weight, &wshape),
+            bias: want_bias.then(|| tensor(r.bias, &[g.out_channels])),
+        }
+    }
+
+    fn net_conv_transpose3d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: Option<FlexTensor>,
+        options: ConvTransposeOptions<3>,
+    ) -> FlexTensor {
+        let Some(g) = conv_transpose_geometry(&x, &weight, &options) else {
+            return Flex::conv_transpose3d(x, weight, bias, options);
+        };
+        let b = bias.as_ref().map(f32s);
+        let y = conv::conv_transpose3d(&f32s(&x), &f32s(&weight), b.as_deref(), &g);
+        tensor(y, &in_shape(&g))
+    }
+
+    fn net_conv_transpose3d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        gy: FlexTensor,
+        options: ConvTransposeOptions<3>,
+        want_input: bool,
+        want_bias: bool,
+    ) -> LayerGrads<Flex> {
+        let Some(g) = conv_transpose_geometry(&x, &weight, &options) else {
+            return LayerGrads {
+                input: want_input.then(|| {
+                    Flex::conv_transpose3d_x_backward(weight.clone(), gy.clone(), options.clone())
+                }),
+                bias: want_bias.then(|| channel_sum::<Flex>(gy.clone())),
+                weight: Flex::conv_transpose3d_weight_backward(x, weight, gy, options),
+            };
+        };
+        let wshape = dims5(&weight);
+        let r = conv::conv_transpose3d_backward(
+            &f32s(&x),
+            &f32s(&weight),
+            &f32s(&gy),
+            &g,
+            want_input,
+        );
+        LayerGrads {
+            input: want_input.then(|| tensor(r.input, &out_shape(&g))),
+            weight: tensor(r.weight, &wshape),
+            bias: want_bias.then(|| tensor(r.bias, &[g.in_channels])),
+        }
+    }
+
+    fn net_norm_leaky(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f64,
+        slope: f64,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 || x.shape().num_dims() < 3 {
+            let (_, (z, shape)) = norm_reference::<Flex>(x, gamma, beta, eps);
+            let z: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(z));
+            let y = burn::tensor::activation::leaky_relu(z, slope);
+            return Flex::float_reshape(y.into_primitive().tensor(), shape);
+        }
+        let shape = x.shape();
+        let (n, c) = (shape[0], shape[1]);
+        let s = shape.num_elements() / (n * c);
+        let (y, _) = norm::instance_norm_leaky_forward(
+            &f32s(&x),
+            n,
+            c,
+            s,
+            &f32s(&gamma),
+            &f32s(&beta),
+            eps as f32,
+            slope as f32,
+        );
+        tensor(y, &shape.to_vec())
+    }
+
+    fn net_norm_leaky_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        gy: FlexTensor,
+        eps: f64,
+        slope: f64,
+    ) -> NormGrads<Flex> {
+        let shape = x.shape();
+        let (n, c) = (shape[0], shape[1]);
+        let s = shape.num_elements() / (n * c);
+        let (xs, gs, bs) = (f32s(&x), f32s(&gamma), f32s(&beta));
+        // The forward's statistics are recomputed (one pass over x) rather than stored.
+        let (_, stats) =
+            norm::instance_norm_leaky_forward(&xs, n, c, s, &gs, &bs, eps as f32, slope as f32);
+        let (gx, dgamma, dbeta) = norm::instance_norm_leaky_backward(
+            &xs,
+            &f32s(&gy),
+            n,
+            c,
+            s,
+            &gs,
+            &bs,
+            &stats,
+            slope as f32,
+        );
+        NormGrads {
+            input: tensor(gx, &shape.to_vec()),
+            gamma: tensor(dgamma, &[c]),
+            beta: tensor(dbeta, &[c]),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl NetBackend for burn::backend::Cuda {}
+
+// ---------------------------------------------------------------------------------------
+// Autodiff: the same operations with their backward steps.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl<B: NetBackend> Backward<B, 3> for ConvBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, ConvOptions<3>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let gy = grads.consume::<B>(&ops.node);
+        let (x, w, options) = ops.state;
+        let r = B::net_conv3d_backward(x, w, gy, options, node_x.is_some(), node_b.is_some());
+        if let (Some(node), Some(g)) = (node_x, r.input) {
+            grads.register::<B>(node.id, g);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, r.weight);
+        }
+        if let (Some(node), Some(g)) = (node_b, r.bias) {
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConvTransposeBackward;
+
+impl<B: NetBackend> Backward<B, 3> for ConvTransposeBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, ConvTransposeOptions<3>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let gy = grads.consume::<B>(&ops.node);
+        let (x, w, options) = ops.state;
+        let r = B::net_conv_transpose3d_backward(
+            x,
+            w,
+            gy,
+            options,
+            node_x.is_some(),
+            node_b.is_some(),
+        );
+        if let (Some(node), Some(g)) = (node_x, r.input) {
+            grads.register::<B>(node.id, g);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, r.weight);
+        }
+        if let (Some(node), Some(g)) = (node_b, r.bias) {
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct NormBackward;
+
+impl<B: NetBackend> Backward<B, 3> for NormBackward {
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64, f64);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let gy = grads.consume::<B>(&ops.node);
+        let (x, gamma, beta, eps, slope) = ops.state;
+        let r = B::net_norm_leaky_backward(x, gamma, beta, gy, eps, slope);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, r.input);
+        }
+        if let Some(node) = node_g {
+            grads.register::<B>(node.id, r.gamma);
+        }
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, r.beta);
+        }
+    }
+}
+
+impl<B: NetBackend, C: CheckpointStrategy> NetBackend for Autodiff<B, C> {
+    fn has_kernels() -> bool {
+        B::has_kernels()
+    }
+
+    fn net_conv3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<3>,
+    ) -> FloatTensor<Self> {
+        // A missing bias is a zero bias that is not tracked.
+        let bias = bias.unwrap_or_else(|| {
+            let c = weight.primitive.shape()[0];
+            Self::float_zeros(
+                Shape::new([c]),
+                &Self::float_device(&weight),
+                weight.primitive.dtype().into(),
+            )
+        });
+        match ConvBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::net_conv3d(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    Some(bias.primitive),
+                    options.clone(),
+                );
+                prep.finish((x.primitive, weight.primitive, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::net_conv3d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                options,
+            )),
+        }
+    }
+
+    fn net_conv_transpose3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<3>,
+    ) -> FloatTensor<Self> {
+        let bias = bias.unwrap_or_else(|| {
+            let c = weight.primitive.shape()[1];
+            Self::float_zeros(
+                Shape::new([c]),
+                &Self::float_device(&weight),
+                weight.primitive.dtype().into(),
+            )
+        });
+        match ConvTransposeBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::net_conv_transpose3d(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    Some(bias.primitive),
+                    options.clone(),
+                );
+                prep.finish((x.primitive, weight.primitive, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::net_conv_transpose3d(
+                x.primitive,
+                weight.primitive,
+                Some(bias.primitive),
+                options,
+            )),
+        }
+    }
+
+    fn net_norm_leaky(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        slope: f64,
+    ) -> FloatTensor<Self> {
+        match NormBackward
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::net_norm_leaky(
+                    x.primitive.clone(),
+                    gamma.primitive.clone(),
+                    beta.primitive.clone(),
+                    eps,
+                    slope,
+                );
+                prep.finish(
+                    (x.primitive, gamma.primitive, beta.primitive, eps, slope),
+                    y,
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::net_norm_leaky(
+                x.primitive,
+                gamma.primitive,
+                beta.primitive,
+                eps,
+                slope,
+            )),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Module-level entry points used by the model.
+// ---------------------------------------------------------------------------------------
+
+use burn::nn::conv::{Conv3d, ConvTranspose3d};
+use burn::nn::{InstanceNorm, LeakyRelu, PaddingConfig3d};
+
+fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `conv.forward(x)` through [`NetBackend::net_conv3d`].
+pub fn conv3d<B: NetBackend>(conv: &Conv3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let padding = match &conv.padding {
+        PaddingConfig3d::Explicit(a, b, c) => [*a, *b, *c],
+        PaddingConfig3d::Valid => [0; 3],
+        PaddingConfig3d::Same => return conv.forward(x),
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    wrap(B::net_conv3d(
+        float(x),
+        float(conv.weight.val()),
+        conv.bias.as_ref().map(|b| float(b.val())),
+        options,
+    ))
+}
+
+/// `conv.forward(x)` through [`NetBackend::net_conv_transpose3d`].
+pub fn conv_transpose3d<B: NetBackend>(conv: &ConvTranspose3d<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let options = ConvTransposeOptions::new(
+        conv.stride,
+        conv.padding,
+        conv.padding_out,
+        conv.dilation,
+        conv.groups,
+    );
+    wrap(B::net_conv_transpose3d(
+        float(x),
+        float(conv.weight.val()),
+        conv.bias.as_ref().map(|b| float(b.val())),
+        options,
+    ))
+}
+
+/// `act.forward(norm.forward(x))` through [`NetBackend::net_norm_leaky`].
+pub fn norm_leaky<B: NetBackend>(
+    norm: &InstanceNorm<B>,
+    act: &LeakyRelu,
+    x: Tensor<B, 5>,
+) -> Tensor<B, 5> {
+    match (&norm.gamma, &norm.beta) {
+        (Some(g), Some(b)) => wrap(B::net_norm_leaky(
+            float(x),
+            float(g.val()),
+            float(b.val()),
+            norm.epsilon,
+            act.negative_slope,
+        )),
+        _ => act.forward(norm.forward(x)),
+    }
+}
+
+/// A training backend: autodiff over a backend with the network's operations.
+pub trait NetAutodiffBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: NetBackend> + NetBackend
+{
+}
+
+impl<T> NetAutodiffBackend for T where
+    T: burn::tensor::backend::AutodiffBackend<InnerBackend: NetBackend> + NetBackend
+{
+}
