@@ -210,8 +210,18 @@ pub fn conv_transpose3d_backward(
     want_input: bool,
 ) -> ConvGrads {
     check(g, "conv_transpose3d_backward input", x.len(), g.out_len());
-    check(g, "conv_transpose3d_backward weight", weight.len(), g.weight_len());
-    check(g, "conv_transpose3d_backward output gradient", gy.len(), g.in_len());
+    check(
+        g,
+        "conv_transpose3d_backward weight",
+        weight.len(),
+        g.weight_len(),
+    );
+    check(
+        g,
+        "conv_transpose3d_backward output gradient",
+        gy.len(),
+        g.in_len(),
+    );
     let padded = pad_channels_last(gy, g);
     let input = if want_input {
         gather(&padded, weight, None, g)

@@ -127,12 +127,11 @@ fn convolution_forward_and_gradients_match_the_definition() {
         let gy = random(g.batch * g.out_channels * vo, &mut rng);
         let r = reference(&g, &x, &w, &gy);
         let y = conv3d(&x, &w, Some(&bias), &g);
-        let want: Vec<f64> = r
-            .y
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v + bias[(i / vo) % g.out_channels] as f64)
-            .collect();
+        let want: Vec<f64> =
+            r.y.iter()
+                .enumerate()
+                .map(|(i, v)| v + bias[(i / vo) % g.out_channels] as f64)
+                .collect();
         assert_close(&format!("{g:?} y"), &y, &want);
         let grads = conv3d_backward(&x, &w, &gy, &g, true);
         assert_close(&format!("{g:?} gx"), &grads.input, &r.gx);
@@ -161,12 +160,11 @@ fn transposed_convolution_is_the_adjoint() {
         // Reference with the strided side as "input": y = convT(x) is r.gx for gy := x.
         let r = reference(&g, &gy, &w, &x);
         let y = conv_transpose3d(&x, &w, Some(&bias), &g);
-        let want: Vec<f64> = r
-            .gx
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v + bias[(i / vi) % g.in_channels] as f64)
-            .collect();
+        let want: Vec<f64> =
+            r.gx.iter()
+                .enumerate()
+                .map(|(i, v)| v + bias[(i / vi) % g.in_channels] as f64)
+                .collect();
         assert_close(&format!("{g:?} convT y"), &y, &want);
         let grads = conv_transpose3d_backward(&x, &w, &gy, &g, true);
         assert_close(&format!("{g:?} convT gx"), &grads.input, &r.y);

@@ -9,8 +9,9 @@
 //! the model keeps burn's modules, so the GPU path is unchanged. The default method bodies
 //! are burn's own operations, which keeps every backend correct if it is called anyway.
 //!
-//! Set `GLANDSEG_BURN_KERNELS=1` to make `Flex` report no kernels, which runs the network
-//! exactly as before (used by the equivalence test and the benchmark's "before" column).
+//! Set `GLANDSEG_BURN_KERNELS=1` (or use [`with_burn_modules`]) to make `Flex` report no
+//! kernels, which runs the network exactly as before: the benchmark's "before" column and
+//! the equivalence tests.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,7 +19,9 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps};
+use burn::tensor::ops::{
+    ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps,
+};
 use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use glandseg_kernels::conv::{self, ConvGeometry};
@@ -126,11 +129,9 @@ pub trait NetBackend: Backend {
         let (xhat, rstd) = xhat;
         let z: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(z.0));
         let [n, c, s] = z.dims();
-        let gy: Tensor<Self, 3> =
-            Tensor::from_primitive(TensorPrimitive::Float(Self::float_reshape(
-                gy,
-                Shape::new([n, c, s]),
-            )));
+        let gy: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(
+            Self::float_reshape(gy, Shape::new([n, c, s])),
+        ));
         let gate = z.greater_equal_elem(0.0).float() * (1.0 - slope) + slope;
         let gz = gy * gate;
         let beta_grad = gz.clone().sum_dim(2).sum_dim(0).reshape([c]);
@@ -151,10 +152,7 @@ pub trait NetBackend: Backend {
     }
 }
 
-type Reference<B> = (
-    (Tensor<B, 3>, Tensor<B, 3>),
-    (FloatTensor<B>, Shape),
-);
+type Reference<B> = ((Tensor<B, 3>, Tensor<B, 3>), (FloatTensor<B>, Shape));
 
 /// ((xhat, rstd), (z = gamma * xhat + beta, original shape)) with burn's operations.
 fn norm_reference<B: Backend>(
@@ -166,8 +164,10 @@ fn norm_reference<B: Backend>(
     let shape = x.shape();
     let (n, c) = (shape[0], shape[1]);
     let s = shape.num_elements() / (n * c);
-    let x: Tensor<B, 3> =
-        Tensor::from_primitive(TensorPrimitive::Float(B::float_reshape(x, Shape::new([n, c, s]))));
+    let x: Tensor<B, 3> = Tensor::from_primitive(TensorPrimitive::Float(B::float_reshape(
+        x,
+        Shape::new([n, c, s]),
+    )));
     let mean = x.clone().mean_dim(2);
     let centred = x - mean;
     let var = centred.clone().square().mean_dim(2);
@@ -194,9 +194,27 @@ fn channel_sum<B: Backend>(gy: FloatTensor<B>) -> FloatTensor<B> {
 
 fn kernels_disabled() -> bool {
     static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *DISABLED.get_or_init(|| {
-        std::env::var("GLANDSEG_BURN_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0")
-    })
+    BURN_MODULES.get()
+        || *DISABLED.get_or_init(|| {
+            std::env::var("GLANDSEG_BURN_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0")
+        })
+}
+
+thread_local! {
+    static BURN_MODULES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with burn's own modules instead of the kernels on this thread: the network as it
+/// ran before the kernels existed, for side-by-side comparisons in tests and benchmarks.
+pub fn with_burn_modules<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BURN_MODULES.set(self.0);
+        }
+    }
+    let _restore = Restore(BURN_MODULES.replace(true));
+    f()
 }
 
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -223,8 +241,7 @@ fn dims5(t: &FlexTensor) -> [usize; 5] {
 
 /// The kernels' geometry for a burn convolution, or None where they do not apply.
 fn conv_geometry(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<3>) -> Option<ConvGeometry> {
-    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || o.groups != 1 || o.dilation != [1; 3]
-    {
+    if x.dtype() != DType::F32 || w.dtype() != DType::F32 || o.groups != 1 || o.dilation != [1; 3] {
         return None;
     }
     let [n, a, d, h, wd] = dims5(x);
@@ -362,13 +379,8 @@ impl NetBackend for Flex {
             };
         };
         let wshape = dims5(&weight);
-        let r = conv::conv_transpose3d_backward(
-            &f32s(&x),
-            &f32s(&weight),
-            &f32s(&gy),
-            &g,
-            want_input,
-        );
+        let r =
+            conv::conv_transpose3d_backward(&f32s(&x), &f32s(&weight), &f32s(&gy), &g, want_input);
         LayerGrads {
             input: want_input.then(|| tensor(r.input, &out_shape(&g))),
             weight: tensor(r.weight, &wshape),
@@ -479,14 +491,8 @@ impl<B: NetBackend> Backward<B, 3> for ConvTransposeBackward {
         let [node_x, node_w, node_b] = ops.parents;
         let gy = grads.consume::<B>(&ops.node);
         let (x, w, options) = ops.state;
-        let r = B::net_conv_transpose3d_backward(
-            x,
-            w,
-            gy,
-            options,
-            node_x.is_some(),
-            node_b.is_some(),
-        );
+        let r =
+            B::net_conv_transpose3d_backward(x, w, gy, options, node_x.is_some(), node_b.is_some());
         if let (Some(node), Some(g)) = (node_x, r.input) {
             grads.register::<B>(node.id, g);
         }

@@ -43,7 +43,6 @@ impl<B: Backend> ConvNormAct<B> {
             act: LeakyReluConfig::new().with_negative_slope(0.01).init(),
         }
     }
-
 }
 
 impl<B: NetBackend> ConvNormAct<B> {
