@@ -111,6 +111,12 @@ fn geometries() -> Vec<ConvGeometry> {
         g(1, 1, 1, [1, 1, 1], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         g(1, 2, 3, [7, 5, 6], [2, 2, 2], [2, 2, 2], [0, 0, 0]),
         g(1, 17, 33, [4, 4, 4], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        // Output channels in multiples of 16 take the direct AVX-512 kernel where the CPU
+        // has it (1, 2 and 4 vectors per block; row counts that are not whole blocks).
+        g(2, 2, 16, [5, 7, 9], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        g(1, 3, 32, [6, 5, 7], [3, 3, 3], [2, 2, 2], [1, 1, 1]),
+        g(1, 16, 64, [3, 5, 4], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        g(1, 16, 48, [4, 3, 5], [1, 3, 3], [1, 1, 1], [0, 1, 1]),
     ]
 }
 
