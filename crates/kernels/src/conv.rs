@@ -194,10 +194,92 @@ pub fn conv_transpose3d(
 ) -> Vec<f32> {
     check(g, "conv_transpose3d input", x.len(), g.out_len());
     check(g, "conv_transpose3d weight", weight.len(), g.weight_len());
-    let mut y = unpad_channels_first(&scatter(&out_rows(x, g), weight, g), g);
+    let exact = (0..3).all(|i| g.in_size[i] == g.out_size()[i] * g.stride[i]);
+    let mut y = match (g.kernel == g.stride && g.padding == [0; 3] && exact)
+        .then(|| direct::Direct::for_channels(g.in_channels))
+        .flatten()
+    {
+        Some(kernel) => upsample_direct(x, weight, g, kernel),
+        None => unpad_channels_first(&scatter(&out_rows(x, g), weight, g), g),
+    };
     if let Some(b) = bias {
         add_channel_bias(&mut y, b, g.batch, g.in_channels);
     }
+    y
+}
+
+/// Transposed convolution with kernel == stride (the U-Net's upsampling): the taps do not
+/// overlap, so each tap is a 1x1x1 convolution of `x` (B -> A channels) run by the direct
+/// kernel, whose output rows are then spread onto every stride-th voxel of `y`.
+fn upsample_direct(x: &[f32], weight: &[f32], g: &ConvGeometry, kernel: direct::Direct) -> Vec<f32> {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let [xd, xh, xw] = g.out_size();
+    let [yd, yh, yw] = g.in_size;
+    let [sd, sh, sw] = g.stride;
+    // x channels-last without padding: one plane of xh*xw rows of B values per (n, xd).
+    let xg = ConvGeometry {
+        batch: g.batch,
+        in_channels: b,
+        out_channels: a,
+        in_size: [xd, xh, xw],
+        kernel: [1; 3],
+        stride: [1; 3],
+        padding: [0; 3],
+    };
+    let xl = pad_channels_last(x, &xg);
+    let rows = xh * xw;
+    let ld = rows + DIRECT_ROWS_MAX;
+    // [tap][B][A]: the 1x1 weights of each tap.
+    let mut wt = vec![0f32; taps * a * b];
+    for o in 0..b {
+        for i in 0..a {
+            for t in 0..taps {
+                wt[(t * b + o) * a + i] = weight[(o * a + i) * taps + t];
+            }
+        }
+    }
+    // Per (n, xd): taps x A x ld values, column-major per tap.
+    let planes: Vec<Vec<f32>> = (0..g.batch * xd)
+        .into_par_iter()
+        .map(|task| {
+            let mut out = vec![0f32; taps * a * ld];
+            for t in 0..taps {
+                // SAFETY: `xl` carries the direct kernel's slack after its last plane; `out`
+                // has ld >= rows + block rows per channel; `wt` holds B x A for this tap.
+                unsafe {
+                    kernel.run(
+                        xl.as_ptr().add(task * rows * b),
+                        &[0],
+                        b,
+                        b,
+                        wt.as_ptr().add(t * b * a),
+                        a,
+                        rows,
+                        out.as_mut_ptr().add(t * a * ld),
+                        ld,
+                    );
+                }
+            }
+            out
+        })
+        .collect();
+    let [_, kh, kw] = g.kernel;
+    let mut y = vec![0f32; g.in_len()];
+    y.par_chunks_mut(yh * yw).enumerate().for_each(|(r, dst)| {
+        let (n, c, z) = (r / (a * yd), (r / yd) % a, r % yd);
+        let (zx, tz) = (z / sd, z % sd);
+        let plane = &planes[n * xd + zx];
+        for (yy, row) in dst.chunks_exact_mut(yw).enumerate() {
+            let (yx, ty) = (yy / sh, yy % sh);
+            for tx in 0..kw {
+                let t = (tz * kh + ty) * kw + tx;
+                let src = &plane[(t * a + c) * ld + yx * xw..][..xw];
+                for (i, v) in src.iter().enumerate() {
+                    row[i * sw + tx] = *v;
+                }
+            }
+        }
+    });
     y
 }
 
