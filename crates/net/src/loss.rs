@@ -22,11 +22,13 @@ pub fn dice_ce_loss<B: Backend>(logits: Tensor<B, 5>, labels: Tensor<B, 4, Int>)
     let ce = (target.clone() * logp).sum_dim(1).mean().neg();
     let p = softmax(logits, 1);
     // Sum over batch and space: [C].
+    // Space first, then batch: every reduction runs over contiguous memory (a swap_dims
+    // first made burn-flex walk the whole tensor with a strided iterator, forward and back).
     let sum = |t: Tensor<B, 5>| {
-        t.swap_dims(0, 1)
-            .flatten::<2>(1, 4)
-            .sum_dim(1)
-            .squeeze_dim::<1>(1)
+        t.flatten::<3>(2, 4)
+            .sum_dim(2)
+            .sum_dim(0)
+            .reshape([c])
     };
     let inter = sum(p.clone() * target.clone());
     let denom = sum(p) + sum(target);
