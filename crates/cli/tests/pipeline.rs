@@ -138,4 +138,62 @@ fn demo_then_predict_on_dicom() {
         "the SEG reads back bit-exact"
     );
     assert!(pout.join("GLAND_000").join("rtstruct.dcm").is_file());
+
+    // The same prediction with burn's own layers (the path before the hand-written kernels,
+    // GLANDSEG_BURN_KERNELS=1): per-class Dice >= 0.999 and nearly equal probabilities.
+    let predict_nifti = |dest: &Path, burn: bool| {
+        let mut cmd = glandseg();
+        if burn {
+            cmd.env("GLANDSEG_BURN_KERNELS", "1");
+        }
+        let o = cmd
+            .args(["predict", "--quiet", "--save-probabilities", "-m"])
+            .arg(out.join("model"))
+            .arg("-i")
+            .arg(&dicom_case)
+            .arg("-o")
+            .arg(dest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (fast, before) = (dir.path().join("kernels"), dir.path().join("burn"));
+    predict_nifti(&fast, false);
+    predict_nifti(&before, true);
+    let a = glandseg_nifti::read_labels(&fast.join("GLAND_000.nii.gz")).unwrap();
+    let b = glandseg_nifti::read_labels(&before.join("GLAND_000.nii.gz")).unwrap();
+    for class in 0..=6u8 {
+        let (mut both, mut na, mut nb) = (0usize, 0usize, 0usize);
+        for (x, y) in a.as_slice().iter().zip(b.as_slice()) {
+            na += usize::from(*x == class);
+            nb += usize::from(*y == class);
+            both += usize::from(*x == class && *y == class);
+        }
+        if na + nb > 0 {
+            let dice = 2.0 * both as f64 / (na + nb) as f64;
+            assert!(
+                dice >= 0.999,
+                "class {class}: Dice {dice} ({na} vs {nb} voxels)"
+            );
+        }
+    }
+    let probs = fast.join("GLAND_000").join("probabilities");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(&probs).unwrap() {
+        let name = entry.unwrap().file_name();
+        let p = glandseg_nifti::read_volume(&probs.join(&name)).unwrap();
+        let q = glandseg_nifti::read_volume(
+            &before.join("GLAND_000").join("probabilities").join(&name),
+        )
+        .unwrap();
+        let worst = p
+            .as_slice()
+            .iter()
+            .zip(q.as_slice())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{name:?}: probabilities differ by {worst}");
+        compared += 1;
+    }
+    assert_eq!(compared, 7, "one probability map per class");
 }

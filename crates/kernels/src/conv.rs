@@ -211,7 +211,12 @@ pub fn conv_transpose3d(
 /// Transposed convolution with kernel == stride (the U-Net's upsampling): the taps do not
 /// overlap, so each tap is a 1x1x1 convolution of `x` (B -> A channels) run by the direct
 /// kernel, whose output rows are then spread onto every stride-th voxel of `y`.
-fn upsample_direct(x: &[f32], weight: &[f32], g: &ConvGeometry, kernel: direct::Direct) -> Vec<f32> {
+fn upsample_direct(
+    x: &[f32],
+    weight: &[f32],
+    g: &ConvGeometry,
+    kernel: direct::Direct,
+) -> Vec<f32> {
     let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
     let [xd, xh, xw] = g.out_size();
     let [yd, yh, yw] = g.in_size;
@@ -736,12 +741,12 @@ mod direct {
         pub fn for_channels(b: usize) -> Option<Direct> {
             #[cfg(target_arch = "x86_64")]
             {
-                if b % 16 != 0 || !std::arch::is_x86_feature_detected!("avx512f") {
+                if !b.is_multiple_of(16) || !std::arch::is_x86_feature_detected!("avx512f") {
                     return None;
                 }
-                let vectors = if b % 64 == 0 {
+                let vectors = if b.is_multiple_of(64) {
                     4
-                } else if b % 32 == 0 {
+                } else if b.is_multiple_of(32) {
                     2
                 } else {
                     1

@@ -24,12 +24,7 @@ pub fn dice_ce_loss<B: Backend>(logits: Tensor<B, 5>, labels: Tensor<B, 4, Int>)
     // Sum over batch and space: [C].
     // Space first, then batch: every reduction runs over contiguous memory (a swap_dims
     // first made burn-flex walk the whole tensor with a strided iterator, forward and back).
-    let sum = |t: Tensor<B, 5>| {
-        t.flatten::<3>(2, 4)
-            .sum_dim(2)
-            .sum_dim(0)
-            .reshape([c])
-    };
+    let sum = |t: Tensor<B, 5>| t.flatten::<3>(2, 4).sum_dim(2).sum_dim(0).reshape([c]);
     let inter = sum(p.clone() * target.clone());
     let denom = sum(p) + sum(target);
     let dice = (inter * 2.0 + 1e-5) / (denom + 1e-5);

@@ -139,9 +139,7 @@ fn layers_match_burns_modules_forward_and_backward() {
         .with_epsilon(1e-5)
         .init::<B>(&device);
     // Non-trivial affine parameters so a swapped gamma/beta would show.
-    let norm = norm.map(&mut RandomiseParams {
-        device: device.clone(),
-    });
+    let norm = norm.map(&mut RandomiseParams { device });
     let act = LeakyReluConfig::new().with_negative_slope(0.01).init();
     let x = (Tensor::<B, 5>::random([2, 4, 5, 6, 7], Distribution::Default, &device) * 3.0 + 2.0)
         .detach()
