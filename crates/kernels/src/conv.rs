@@ -643,6 +643,53 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (rows, sw) = (g.rows(), g.stride[2]);
     let [dp, _, _] = g.padded();
     let plane_len = g.padded_plane();
+    if let Some(kernel) = direct::Direct::for_channels(b) {
+        let acc = (0..g.batch * od)
+            .into_par_iter()
+            .fold(
+                || vec![0f32; taps * a * b],
+                |mut acc, task| {
+                    let (n, z) = (task / od, task % od);
+                    let offs: Vec<usize> = (0..taps)
+                        .map(|t| {
+                            let (kd, off) = g.tap_offset(t);
+                            kd * plane_len + off
+                        })
+                        .collect();
+                    // SAFETY: every row read is a valid row of the plane (module docs); the
+                    // gradient rows hold rows x B; `acc` holds taps x A x B.
+                    unsafe {
+                        kernel.wgrad(
+                            padded.as_ptr().add((n * dp + z * g.stride[0]) * plane_len),
+                            &offs,
+                            a,
+                            sw * a,
+                            rows_buf.as_ptr().add(task * rows * b),
+                            b,
+                            rows,
+                            acc.as_mut_ptr(),
+                        );
+                    }
+                    acc
+                },
+            )
+            .reduce(
+                || vec![0f32; taps * a * b],
+                |mut x, y| {
+                    x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
+                    x
+                },
+            );
+        let mut w = vec![0f32; taps * a * b];
+        for o in 0..b {
+            for i in 0..a {
+                for t in 0..taps {
+                    w[(o * a + i) * taps + t] = acc[(t * a + i) * b + o];
+                }
+            }
+        }
+        return w;
+    }
     let acc = (0..g.batch * od)
         .into_par_iter()
         .fold(
@@ -795,6 +842,96 @@ mod direct {
                             _ => block::<24, 1>(x, offs, a, row_stride, wt, b, c0, d, ld),
                         }
                     }
+                }
+            }
+        }
+    }
+
+    impl Direct {
+        /// `acc[t][i][c] += sum_m input[offs[t] + m * row_stride + i] * g[m * b + c]` over
+        /// m in 0..rows: the weight gradient, with `R` input channels x `16 NB` output
+        /// channels in registers while the rows stream past.
+        ///
+        /// # Safety
+        /// Every read and write implied above must be inside its buffer.
+        #[allow(unused_variables)]
+        pub unsafe fn wgrad(
+            &self,
+            input: *const f32,
+            offs: &[usize],
+            a: usize,
+            row_stride: usize,
+            g: *const f32,
+            b: usize,
+            rows: usize,
+            acc: *mut f32,
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let nb = self.vectors.min(2);
+                for (t, &off) in offs.iter().enumerate() {
+                    let mut i0 = 0;
+                    while i0 < a {
+                        let left = a - i0;
+                        for c0 in (0..b).step_by(16 * nb) {
+                            let x = input.add(off + i0);
+                            let (gg, d) = (g.add(c0), acc.add((t * a + i0) * b + c0));
+                            match (nb, left) {
+                                (2, 8..) => wblock::<8, 2>(x, row_stride, gg, b, rows, d),
+                                (2, 4..) => wblock::<4, 2>(x, row_stride, gg, b, rows, d),
+                                (2, 2..) => wblock::<2, 2>(x, row_stride, gg, b, rows, d),
+                                (2, _) => wblock::<1, 2>(x, row_stride, gg, b, rows, d),
+                                (_, 16..) => wblock::<16, 1>(x, row_stride, gg, b, rows, d),
+                                (_, 8..) => wblock::<8, 1>(x, row_stride, gg, b, rows, d),
+                                (_, 4..) => wblock::<4, 1>(x, row_stride, gg, b, rows, d),
+                                (_, 2..) => wblock::<2, 1>(x, row_stride, gg, b, rows, d),
+                                _ => wblock::<1, 1>(x, row_stride, gg, b, rows, d),
+                            }
+                        }
+                        i0 += match (nb, left) {
+                            (2, 8..) => 8,
+                            (_, 16..) if nb == 1 => 16,
+                            (_, 8..) => 8,
+                            (_, 4..) => 4,
+                            (_, 2..) => 2,
+                            _ => 1,
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn wblock<const R: usize, const NB: usize>(
+        input: *const f32,
+        row_stride: usize,
+        g: *const f32,
+        b: usize,
+        rows: usize,
+        acc: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        unsafe {
+            let mut sum = [[_mm512_setzero_ps(); NB]; R];
+            for m in 0..rows {
+                let mut gv = [_mm512_setzero_ps(); NB];
+                for (j, v) in gv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(g.add(m * b + 16 * j));
+                }
+                let x = input.add(m * row_stride);
+                for (r, s) in sum.iter_mut().enumerate() {
+                    let xv = _mm512_set1_ps(*x.add(r));
+                    for j in 0..NB {
+                        s[j] = _mm512_fmadd_ps(xv, gv[j], s[j]);
+                    }
+                }
+            }
+            for (r, s) in sum.iter().enumerate() {
+                for (j, v) in s.iter().enumerate() {
+                    let p = acc.add(r * b + 16 * j);
+                    _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *v));
                 }
             }
         }
