@@ -404,13 +404,35 @@ impl NetBackend for Flex {
         let shape = x.shape();
         let (n, c) = (shape[0], shape[1]);
         let s = shape.num_elements() / (n * c);
+        // Inference hands over the convolution's output, which nothing else holds: normalise
+        // it in place (saves an allocation and a pass of fresh pages per layer).
+        let mut x = x;
+        let whole = x.is_contiguous() && x.layout().start_offset() == 0;
+        let (gv, bv) = (f32s(&gamma).into_owned(), f32s(&beta).into_owned());
+        if whole {
+            if let Some(buf) = x.try_storage_mut::<f32>() {
+                if buf.len() == n * c * s {
+                    norm::instance_norm_leaky_forward_inplace(
+                        buf,
+                        n,
+                        c,
+                        s,
+                        &gv,
+                        &bv,
+                        eps as f32,
+                        slope as f32,
+                    );
+                    return x;
+                }
+            }
+        }
         let (y, _) = norm::instance_norm_leaky_forward(
             &f32s(&x),
             n,
             c,
             s,
-            &f32s(&gamma),
-            &f32s(&beta),
+            &gv,
+            &bv,
             eps as f32,
             slope as f32,
         );
