@@ -337,13 +337,18 @@ fn pad_channels_last(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 return;
             }
             let z = zp - pd;
-            for c in 0..a {
-                let src = &x[((n * a + c) * d + z) * h * w..][..h * w];
-                for y in 0..h {
-                    let row = &src[y * w..][..w];
-                    let base = ((y + ph) * wp + pw) * a + c;
-                    for (i, v) in row.iter().enumerate() {
-                        dst[base + i * a] = *v;
+            // Blocks of 16 voxels (one cache line per channel read) so the transposed
+            // writes stay inside a few KiB instead of sweeping the plane once per channel.
+            for y in 0..h {
+                let row = &mut dst[((y + ph) * wp + pw) * a..][..w * a];
+                for x0 in (0..w).step_by(16) {
+                    let bw = 16.min(w - x0);
+                    let block = &mut row[x0 * a..][..bw * a];
+                    for c in 0..a {
+                        let src = &x[((n * a + c) * d + z) * h * w + y * w + x0..][..bw];
+                        for (i, v) in src.iter().enumerate() {
+                            block[i * a + c] = *v;
+                        }
                     }
                 }
             }
