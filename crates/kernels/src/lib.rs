@@ -8,4 +8,5 @@
 //! gradient as a (huge) kernel. Matrix products go to the `gemm` crate.
 
 pub mod conv;
+pub mod loss;
 pub mod norm;

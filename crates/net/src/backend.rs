@@ -20,12 +20,12 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{
-    ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, ModuleOps,
+    ConvOptions, ConvTransposeOptions, FloatTensor, FloatTensorOps, IntTensor, ModuleOps,
 };
-use burn::tensor::{DType, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use glandseg_kernels::conv::{self, ConvGeometry};
-use glandseg_kernels::norm;
+use glandseg_kernels::{loss, norm};
 use std::borrow::Cow;
 
 /// Gradients of a layer with a weight and an optional bias.
@@ -100,6 +100,39 @@ pub trait NetBackend: Backend {
             bias: want_bias.then(|| channel_sum::<Self>(gy.clone())),
             weight: Self::conv_transpose3d_weight_backward(x, weight, gy, options),
         }
+    }
+
+    /// Dice + cross-entropy of `[N, C, ...]` logits against `[N, ...]` labels: the loss as a
+    /// one-element tensor, and its gradient with respect to the logits. The default runs
+    /// the CPU kernel on the data read back from the device.
+    fn net_dice_ce_with_grad(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = logits.shape();
+        let device = Self::float_device(&logits);
+        let z = wrap::<Self, 5>(logits).into_data().convert::<f32>();
+        let l: Tensor<Self, 4, Int> = Tensor::from_primitive(labels);
+        let l: Vec<u8> = l
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .expect("i64 labels")
+            .into_iter()
+            .map(|v| v as u8)
+            .collect();
+        let z = z.to_vec::<f32>().expect("f32 logits");
+        let (n, c) = (shape[0], shape[1]);
+        let r = loss::dice_ce(&z, &l, n, c, shape.num_elements() / (n * c));
+        let loss = Tensor::<Self, 1>::from_data(TensorData::new(vec![r.loss], [1]), &device);
+        let grad =
+            Tensor::<Self, 1>::from_data(TensorData::new(r.grad, [shape.num_elements()]), &device);
+        (float(loss), Self::float_reshape(float(grad), shape))
+    }
+
+    /// The loss of [`NetBackend::net_dice_ce_with_grad`] alone (autodiff records its gradient).
+    fn net_dice_ce(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> FloatTensor<Self> {
+        Self::net_dice_ce_with_grad(logits, labels).0
     }
 
     /// `leaky(InstanceNorm(x) * gamma + beta)`, biased variance per (sample, channel).
@@ -388,6 +421,21 @@ impl NetBackend for Flex {
         }
     }
 
+    fn net_dice_ce_with_grad(logits: FlexTensor, labels: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let shape = logits.shape();
+        let (n, c) = (shape[0], shape[1]);
+        let l: Vec<u8> = labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .expect("integer labels")
+            .into_iter()
+            .map(|v| v as u8)
+            .collect();
+        let r = loss::dice_ce(&f32s(&logits), &l, n, c, shape.num_elements() / (n * c));
+        (tensor(vec![r.loss], &[1]), tensor(r.grad, &shape.to_vec()))
+    }
+
     fn net_norm_leaky(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -550,9 +598,41 @@ impl<B: NetBackend> Backward<B, 3> for NormBackward {
     }
 }
 
+#[derive(Debug)]
+struct DiceCeBackward;
+
+impl<B: NetBackend> Backward<B, 1> for DiceCeBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let upstream = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            let grad = ops.state;
+            let ones = Shape::from(vec![1usize; grad.shape().num_dims()]);
+            let g = B::float_mul(grad, B::float_reshape(upstream, ones));
+            grads.register::<B>(node.id, g);
+        }
+    }
+}
+
 impl<B: NetBackend, C: CheckpointStrategy> NetBackend for Autodiff<B, C> {
     fn has_kernels() -> bool {
         B::has_kernels()
+    }
+
+    fn net_dice_ce(logits: FloatTensor<Self>, labels: IntTensor<Self>) -> FloatTensor<Self> {
+        match DiceCeBackward
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, grad) = B::net_dice_ce_with_grad(logits.primitive, labels);
+                prep.finish(grad, loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::net_dice_ce(logits.primitive, labels)),
+        }
     }
 
     fn net_conv3d(
@@ -712,6 +792,11 @@ pub fn conv_transpose3d<B: NetBackend>(conv: &ConvTranspose3d<B>, x: Tensor<B, 5
         conv.bias.as_ref().map(|b| float(b.val())),
         options,
     ))
+}
+
+/// Dice + cross-entropy through [`NetBackend::net_dice_ce`].
+pub fn dice_ce<B: NetBackend>(logits: Tensor<B, 5>, labels: Tensor<B, 4, Int>) -> Tensor<B, 1> {
+    wrap(B::net_dice_ce(float(logits), labels.into_primitive()))
 }
 
 /// `act.forward(norm.forward(x))` through [`NetBackend::net_norm_leaky`].

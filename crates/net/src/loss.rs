@@ -6,6 +6,8 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::backend::NetBackend;
+
 /// One-hot `[N, C, D, H, W]` from labels `[N, D, H, W]`.
 fn one_hot<B: Backend>(labels: Tensor<B, 4, Int>, classes: usize) -> Tensor<B, 5> {
     let parts: Vec<Tensor<B, 5>> = (0..classes)
@@ -14,8 +16,24 @@ fn one_hot<B: Backend>(labels: Tensor<B, 4, Int>, classes: usize) -> Tensor<B, 5
     Tensor::cat(parts, 1)
 }
 
-/// Mean cross-entropy plus (1 - mean soft Dice over the foreground classes).
-pub fn dice_ce_loss<B: Backend>(logits: Tensor<B, 5>, labels: Tensor<B, 4, Int>) -> Tensor<B, 1> {
+/// Mean cross-entropy plus (1 - mean soft Dice over the foreground classes); the fused
+/// kernel where the backend has one ([`crate::backend::dice_ce`]), else [`dice_ce_reference`].
+pub fn dice_ce_loss<B: NetBackend>(
+    logits: Tensor<B, 5>,
+    labels: Tensor<B, 4, Int>,
+) -> Tensor<B, 1> {
+    if B::has_kernels() {
+        crate::backend::dice_ce(logits, labels)
+    } else {
+        dice_ce_reference(logits, labels)
+    }
+}
+
+/// The loss written with burn's tensor operations.
+pub fn dice_ce_reference<B: Backend>(
+    logits: Tensor<B, 5>,
+    labels: Tensor<B, 4, Int>,
+) -> Tensor<B, 1> {
     let [_, c, _, _, _] = logits.dims();
     let target = one_hot(labels, c);
     let logp = log_softmax(logits.clone(), 1);
@@ -77,7 +95,7 @@ impl DeepSupervisionLoss {
         }
     }
 
-    pub fn loss<B: Backend>(
+    pub fn loss<B: NetBackend>(
         &self,
         outputs: Vec<Tensor<B, 5>>,
         targets: Vec<Tensor<B, 4, Int>>,
