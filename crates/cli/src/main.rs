@@ -17,6 +17,9 @@ use clap::{Parser, Subcommand};
 use glandseg_core::LabelMap;
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "glandseg",
