@@ -7,8 +7,7 @@
 //! `_left` class with its `_right` partner: the mirrored input shows a left parotid where
 //! the right one was, so its prediction must be relabelled before it is averaged in.
 
-use burn::tensor::activation::softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use glandseg_net::{NetBackend, UNet};
 use indicatif::ProgressBar;
 
@@ -157,7 +156,6 @@ pub fn predict_probabilities<B: NetBackend>(
     let swap_idx: Vec<i64> = (0..classes)
         .map(|c| tta.swap.get(c).copied().unwrap_or(c) as i64)
         .collect();
-    let swap_t = Tensor::<B, 1, Int>::from_data(TensorData::new(swap_idx, [classes]), device);
     bar.set_length(starts.len() as u64);
     bar.set_position(0);
     for chunk in starts.chunks(window.batch.max(1)) {
@@ -175,50 +173,57 @@ pub fn predict_probabilities<B: NetBackend>(
                 }
             }
         }
-        let x = Tensor::<B, 5>::from_data(
-            TensorData::new(batch, [nb, channels, p[2], p[1], p[0]]),
-            device,
-        );
-        let mut prob: Option<Tensor<B, 5>> = None;
+        // Softmax, flips and the class swap run here on plain slices (burn-flex walks a
+        // channel-axis softmax or a flip with a strided iterator, tile after tile).
+        let mut prob = vec![0f32; nb * classes * tile_vox];
         let mut count = 0.0f32;
         for model in models {
             for (axis, swap) in &variants {
-                // Tensor dims are [n, c, k, j, i]: voxel axis a is tensor dim 4 - a.
-                let dim = axis.map(|a| [4 - a as isize]);
-                let input = match dim {
-                    Some(d) => x.clone().flip(d),
-                    None => x.clone(),
+                let input = match axis {
+                    Some(a) => flip_tiles(&batch, p, *a),
+                    None => batch.clone(),
                 };
-                let mut out = softmax(model.forward(input), 1);
-                if let Some(d) = dim {
-                    out = out.flip(d);
+                let x = Tensor::<B, 5>::from_data(
+                    TensorData::new(input, [nb, channels, p[2], p[1], p[0]]),
+                    device,
+                );
+                let mut out: Vec<f32> = model
+                    .forward(x)
+                    .into_data()
+                    .convert::<f32>()
+                    .into_vec::<f32>()
+                    .expect("f32 tensor data");
+                softmax_classes(&mut out, nb, classes, tile_vox);
+                if let Some(a) = axis {
+                    out = flip_tiles(&out, p, *a);
                 }
-                if *swap {
-                    out = out.select(1, swap_t.clone());
+                for b in 0..nb {
+                    for c in 0..classes {
+                        let from = if *swap { swap_idx[c] as usize } else { c };
+                        let src = &out[(b * classes + from) * tile_vox..][..tile_vox];
+                        let dst = &mut prob[(b * classes + c) * tile_vox..][..tile_vox];
+                        dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                    }
                 }
-                prob = Some(match prob {
-                    Some(p) => p + out,
-                    None => out,
-                });
                 count += 1.0;
             }
         }
-        let prob = prob.expect("at least one model") / count;
-        let values: Vec<f32> = prob
-            .into_data()
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .expect("f32 tensor data");
+        let inv = 1.0 / count;
         for (b, s) in chunk.iter().enumerate() {
             for k in 0..p[2] {
                 for j in 0..p[1] {
-                    for i in 0..p[0] {
-                        let t = (k * p[1] + j) * p[0] + i;
-                        let o = ((s[2] + k) * padded[1] + s[1] + j) * padded[0] + s[0] + i;
-                        let w = weight[t];
-                        wsum[o] += w;
-                        for c in 0..classes {
-                            acc[c * n_pad + o] += w * values[(b * classes + c) * tile_vox + t];
+                    let t0 = (k * p[1] + j) * p[0];
+                    let o0 = ((s[2] + k) * padded[1] + s[1] + j) * padded[0] + s[0];
+                    let w = &weight[t0..t0 + p[0]];
+                    wsum[o0..o0 + p[0]]
+                        .iter_mut()
+                        .zip(w)
+                        .for_each(|(d, w)| *d += w);
+                    for c in 0..classes {
+                        let src = &prob[(b * classes + c) * tile_vox + t0..][..p[0]];
+                        let dst = &mut acc[c * n_pad + o0..][..p[0]];
+                        for ((d, v), w) in dst.iter_mut().zip(src).zip(w) {
+                            *d += w * v * inv;
                         }
                     }
                 }
@@ -264,5 +269,52 @@ mod tests {
         assert_eq!(w[centre], 1.0);
         assert!(w.iter().all(|&v| v > 0.0 && v <= 1.0));
         assert!(w[0] < w[centre] * 1e-3, "the corner weighs little");
+    }
+}
+
+/// Tiles `[q][k][j][i]` (q = batch x channels) mirrored along voxel axis `axis` (0 = i).
+fn flip_tiles(data: &[f32], p: [usize; 3], axis: usize) -> Vec<f32> {
+    let tv = p[0] * p[1] * p[2];
+    let mut out = vec![0f32; data.len()];
+    for (src, dst) in data.chunks_exact(tv).zip(out.chunks_exact_mut(tv)) {
+        for k in 0..p[2] {
+            for j in 0..p[1] {
+                let (sk, sj) = match axis {
+                    2 => (p[2] - 1 - k, j),
+                    1 => (k, p[1] - 1 - j),
+                    _ => (k, j),
+                };
+                let s = &src[(sk * p[1] + sj) * p[0]..][..p[0]];
+                let d = &mut dst[(k * p[1] + j) * p[0]..][..p[0]];
+                if axis == 0 {
+                    d.iter_mut().zip(s.iter().rev()).for_each(|(d, v)| *d = *v);
+                } else {
+                    d.copy_from_slice(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Softmax over the class axis of `[nb][classes][tv]`, in place.
+fn softmax_classes(x: &mut [f32], nb: usize, classes: usize, tv: usize) {
+    let mut m = vec![0f32; tv];
+    let mut sum = vec![0f32; tv];
+    for tile in x.chunks_exact_mut(classes * tv).take(nb) {
+        m.fill(f32::NEG_INFINITY);
+        for row in tile.chunks_exact(tv) {
+            m.iter_mut().zip(row).for_each(|(m, v)| *m = m.max(*v));
+        }
+        sum.fill(0.0);
+        for row in tile.chunks_exact_mut(tv) {
+            for ((v, m), s) in row.iter_mut().zip(&m).zip(sum.iter_mut()) {
+                *v = (*v - m).exp();
+                *s += *v;
+            }
+        }
+        for row in tile.chunks_exact_mut(tv) {
+            row.iter_mut().zip(&sum).for_each(|(v, s)| *v /= s);
+        }
     }
 }
