@@ -247,31 +247,6 @@ pub fn predict_probabilities<B: NetBackend>(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tiles_cover_the_axis_at_half_steps() {
-        assert_eq!(tile_starts(64, 64, 0.5), vec![0]);
-        assert_eq!(tile_starts(40, 64, 0.5), vec![0]);
-        assert_eq!(tile_starts(128, 64, 0.5), vec![0, 32, 64]);
-        let s = tile_starts(100, 64, 0.5);
-        assert_eq!(*s.first().unwrap(), 0);
-        assert_eq!(*s.last().unwrap(), 36, "the last tile ends at the edge");
-        assert!(s.windows(2).all(|w| w[1] - w[0] <= 32));
-    }
-
-    #[test]
-    fn gaussian_peaks_in_the_middle_and_never_vanishes() {
-        let w = gaussian_importance([9, 9, 9], 1.0 / 8.0);
-        let centre = (4 * 9 + 4) * 9 + 4;
-        assert_eq!(w[centre], 1.0);
-        assert!(w.iter().all(|&v| v > 0.0 && v <= 1.0));
-        assert!(w[0] < w[centre] * 1e-3, "the corner weighs little");
-    }
-}
-
 /// Tiles `[q][k][j][i]` (q = batch x channels) mirrored along voxel axis `axis` (0 = i).
 fn flip_tiles(data: &[f32], p: [usize; 3], axis: usize) -> Vec<f32> {
     let tv = p[0] * p[1] * p[2];
@@ -316,5 +291,30 @@ fn softmax_classes(x: &mut [f32], nb: usize, classes: usize, tv: usize) {
         for row in tile.chunks_exact_mut(tv) {
             row.iter_mut().zip(&sum).for_each(|(v, s)| *v /= s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_axis_at_half_steps() {
+        assert_eq!(tile_starts(64, 64, 0.5), vec![0]);
+        assert_eq!(tile_starts(40, 64, 0.5), vec![0]);
+        assert_eq!(tile_starts(128, 64, 0.5), vec![0, 32, 64]);
+        let s = tile_starts(100, 64, 0.5);
+        assert_eq!(*s.first().unwrap(), 0);
+        assert_eq!(*s.last().unwrap(), 36, "the last tile ends at the edge");
+        assert!(s.windows(2).all(|w| w[1] - w[0] <= 32));
+    }
+
+    #[test]
+    fn gaussian_peaks_in_the_middle_and_never_vanishes() {
+        let w = gaussian_importance([9, 9, 9], 1.0 / 8.0);
+        let centre = (4 * 9 + 4) * 9 + 4;
+        assert_eq!(w[centre], 1.0);
+        assert!(w.iter().all(|&v| v > 0.0 && v <= 1.0));
+        assert!(w[0] < w[centre] * 1e-3, "the corner weighs little");
     }
 }
