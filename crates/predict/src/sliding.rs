@@ -299,6 +299,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn softmax_over_classes_and_tile_flips() {
+        // 2 tiles x 3 classes x 4 voxels.
+        let mut x: Vec<f32> = (0..24).map(|v| ((v * 7) % 5) as f32 - 2.0).collect();
+        let orig = x.clone();
+        softmax_classes(&mut x, 2, 3, 4);
+        for b in 0..2 {
+            for t in 0..4 {
+                let z: Vec<f32> = (0..3).map(|c| orig[(b * 3 + c) * 4 + t]).collect();
+                let m = z.iter().cloned().fold(f32::MIN, f32::max);
+                let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
+                let s: f32 = e.iter().sum();
+                for c in 0..3 {
+                    assert!((x[(b * 3 + c) * 4 + t] - e[c] / s).abs() < 1e-6);
+                }
+            }
+        }
+        // A 2x3x4 tile (i fastest): flipping axis 0 reverses rows, axis 2 swaps the k slices;
+        // every flip undoes itself.
+        let p = [4, 3, 2];
+        let tile: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let fi = flip_tiles(&tile, p, 0);
+        assert_eq!(&fi[..4], &[3.0, 2.0, 1.0, 0.0]);
+        let fk = flip_tiles(&tile, p, 2);
+        assert_eq!(&fk[..4], &tile[12..16]);
+        let fj = flip_tiles(&tile, p, 1);
+        assert_eq!(&fj[..4], &tile[8..12]);
+        for a in 0..3 {
+            assert_eq!(flip_tiles(&flip_tiles(&tile, p, a), p, a), tile);
+        }
+    }
+
+    #[test]
     fn tiles_cover_the_axis_at_half_steps() {
         assert_eq!(tile_starts(64, 64, 0.5), vec![0]);
         assert_eq!(tile_starts(40, 64, 0.5), vec![0]);
