@@ -109,6 +109,26 @@ impl ConvGeometry {
     }
 }
 
+/// Re-lays a weight out of burn's `[B][A][taps]`: `index(o, i, t)` gives each value's
+/// place in the result (one helper for the tap-major copies the kernels read).
+fn relayout(
+    weight: &[f32],
+    a: usize,
+    b: usize,
+    taps: usize,
+    index: impl Fn(usize, usize, usize) -> usize,
+) -> Vec<f32> {
+    let mut out = vec![0f32; weight.len()];
+    for o in 0..b {
+        for i in 0..a {
+            for t in 0..taps {
+                out[index(o, i, t)] = weight[(o * a + i) * taps + t];
+            }
+        }
+    }
+    out
+}
+
 /// Gradients of a convolution (or transposed convolution).
 #[derive(Debug, Clone)]
 pub struct ConvGrads {
@@ -153,14 +173,9 @@ pub fn conv3d_backward(
         // kernel, which runs as the faster `gather`.
         let taps = g.taps();
         let (a, b) = (g.in_channels, g.out_channels);
-        let mut flipped = vec![0f32; weight.len()];
-        for o in 0..b {
-            for i in 0..a {
-                for t in 0..taps {
-                    flipped[(i * b + o) * taps + (taps - 1 - t)] = weight[(o * a + i) * taps + t];
-                }
-            }
-        }
+        let flipped = relayout(weight, a, b, taps, |o, i, t| {
+            (i * b + o) * taps + (taps - 1 - t)
+        });
         let gt = ConvGeometry {
             batch: g.batch,
             in_channels: b,
@@ -235,14 +250,7 @@ fn upsample_direct(
     let rows = xh * xw;
     let ld = rows + DIRECT_ROWS_MAX;
     // [tap][B][A]: the 1x1 weights of each tap.
-    let mut wt = vec![0f32; taps * a * b];
-    for o in 0..b {
-        for i in 0..a {
-            for t in 0..taps {
-                wt[(t * b + o) * a + i] = weight[(o * a + i) * taps + t];
-            }
-        }
-    }
+    let wt = relayout(weight, a, b, taps, |o, i, t| (t * b + o) * a + i);
     // Per (n, xd): taps x A x ld values, column-major per tap.
     let planes: Vec<Vec<f32>> = (0..g.batch * xd)
         .into_par_iter()
@@ -418,14 +426,7 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
     let [dp, _, _] = g.padded();
     let plane_len = g.padded_plane();
     // [tap][A][B] so each tap's matrix is contiguous.
-    let mut wt = vec![0f32; taps * a * b];
-    for o in 0..b {
-        for i in 0..a {
-            for t in 0..taps {
-                wt[(t * a + i) * b + o] = weight[(o * a + i) * taps + t];
-            }
-        }
-    }
+    let wt = relayout(weight, a, b, taps, |o, i, t| (t * a + i) * b + o);
     let chunk = row_chunk(b);
     let kw = g.kernel[2];
     let groups = taps / kw;
@@ -581,14 +582,7 @@ fn scatter(rows_buf: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let plane_len = g.padded_plane();
     let sd = g.stride[0];
     // [tap][B][A].
-    let mut wt = vec![0f32; taps * a * b];
-    for o in 0..b {
-        for i in 0..a {
-            for t in 0..taps {
-                wt[(t * b + o) * a + i] = weight[(o * a + i) * taps + t];
-            }
-        }
-    }
+    let wt = relayout(weight, a, b, taps, |o, i, t| (t * b + o) * a + i);
     let mut out = vec![0f32; g.batch * dp * plane_len];
     // Each padded plane gathers the contributions of the output planes that reach it, so
     // planes can be filled in parallel without two threads writing the same values.
