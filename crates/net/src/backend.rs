@@ -143,12 +143,13 @@ pub trait NetBackend: Backend {
         eps: f64,
         slope: f64,
     ) -> FloatTensor<Self> {
-        let (_, (z, shape)) = norm_reference::<Self>(x, gamma, beta, eps);
+        let (z, shape) = norm_reference::<Self>(x, gamma, beta, eps);
         let z: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(z));
         let y = burn::tensor::activation::leaky_relu(z, slope);
         Self::float_reshape(y.into_primitive().tensor(), shape)
     }
 
+    /// The default runs the CPU kernel on the data read back from the device.
     fn net_norm_leaky_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -158,42 +159,42 @@ pub trait NetBackend: Backend {
         slope: f64,
     ) -> NormGrads<Self> {
         let shape = x.shape();
-        let (xhat, z) = norm_reference::<Self>(x, gamma.clone(), beta, eps);
-        let (xhat, rstd) = xhat;
-        let z: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(z.0));
-        let [n, c, s] = z.dims();
-        let gy: Tensor<Self, 3> = Tensor::from_primitive(TensorPrimitive::Float(
-            Self::float_reshape(gy, Shape::new([n, c, s])),
-        ));
-        let gate = z.greater_equal_elem(0.0).float() * (1.0 - slope) + slope;
-        let gz = gy * gate;
-        let beta_grad = gz.clone().sum_dim(2).sum_dim(0).reshape([c]);
-        let gamma_grad = (gz.clone() * xhat.clone())
-            .sum_dim(2)
-            .sum_dim(0)
-            .reshape([c]);
-        let gamma: Tensor<Self, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
-        let gxhat = gz * gamma.reshape([1, c, 1]);
-        let m1 = gxhat.clone().mean_dim(2);
-        let m2 = (gxhat.clone() * xhat.clone()).mean_dim(2);
-        let gx = (gxhat - m1 - xhat * m2) * rstd;
+        let device = Self::float_device(&x);
+        let host = |t: FloatTensor<Self>| -> Vec<f32> {
+            let len = t.shape().num_elements();
+            wrap::<Self, 1>(Self::float_reshape(t, Shape::new([len])))
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("f32 values")
+        };
+        let (xs, gs, bs, gys) = (host(x), host(gamma), host(beta), host(gy));
+        let (n, c) = (shape[0], shape[1]);
+        let s = shape.num_elements() / (n * c);
+        let (_, stats) =
+            norm::instance_norm_leaky_forward(&xs, n, c, s, &gs, &bs, eps as f32, slope as f32);
+        let (gx, dgamma, dbeta) =
+            norm::instance_norm_leaky_backward(&xs, &gys, n, c, s, &gs, &bs, &stats, slope as f32);
+        let upload = |v: Vec<f32>, to: Shape| {
+            let len = v.len();
+            let t = Tensor::<Self, 1>::from_data(TensorData::new(v, [len]), &device);
+            Self::float_reshape(float(t), to)
+        };
         NormGrads {
-            input: Self::float_reshape(gx.into_primitive().tensor(), shape),
-            gamma: gamma_grad.into_primitive().tensor(),
-            beta: beta_grad.into_primitive().tensor(),
+            input: upload(gx, shape),
+            gamma: upload(dgamma, Shape::new([c])),
+            beta: upload(dbeta, Shape::new([c])),
         }
     }
 }
 
-type Reference<B> = ((Tensor<B, 3>, Tensor<B, 3>), (FloatTensor<B>, Shape));
-
-/// ((xhat, rstd), (z = gamma * xhat + beta, original shape)) with burn's operations.
+/// (z = gamma * xhat + beta as `[N, C, spatial]`, the input's shape) with burn's operations.
 fn norm_reference<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
-) -> Reference<B> {
+) -> (FloatTensor<B>, Shape) {
     let shape = x.shape();
     let (n, c) = (shape[0], shape[1]);
     let s = shape.num_elements() / (n * c);
@@ -205,11 +206,11 @@ fn norm_reference<B: Backend>(
     let centred = x - mean;
     let var = centred.clone().square().mean_dim(2);
     let rstd = var.add_scalar(eps).sqrt().recip();
-    let xhat = centred * rstd.clone();
+    let xhat = centred * rstd;
     let gamma: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(gamma));
     let beta: Tensor<B, 1> = Tensor::from_primitive(TensorPrimitive::Float(beta));
-    let z = xhat.clone() * gamma.reshape([1, c, 1]) + beta.reshape([1, c, 1]);
-    ((xhat, rstd), (z.into_primitive().tensor(), shape))
+    let z = xhat * gamma.reshape([1, c, 1]) + beta.reshape([1, c, 1]);
+    (z.into_primitive().tensor(), shape)
 }
 
 /// Sum over every axis but the channel axis (the bias gradient).
@@ -444,7 +445,7 @@ impl NetBackend for Flex {
         slope: f64,
     ) -> FlexTensor {
         if x.dtype() != DType::F32 || x.shape().num_dims() < 3 {
-            let (_, (z, shape)) = norm_reference::<Flex>(x, gamma, beta, eps);
+            let (z, shape) = norm_reference::<Flex>(x, gamma, beta, eps);
             let z: Tensor<Flex, 3> = Tensor::from_primitive(TensorPrimitive::Float(z));
             let y = burn::tensor::activation::leaky_relu(z, slope);
             return Flex::float_reshape(y.into_primitive().tensor(), shape);
