@@ -187,7 +187,10 @@ pub fn conv3d_backward(
         };
         gather(&pad_channels_last(gy, &gt), &flipped, None, &gt)
     } else {
-        unpad_channels_first(&scatter(&rows, weight, g), g)
+        match direct::Direct::for_channels(g.in_channels) {
+            Some(kernel) => scatter_direct(&rows, weight, g, kernel),
+            None => unpad_channels_first(&scatter(&rows, weight, g), g),
+        }
     };
     let padded = pad_channels_last(x, g);
     ConvGrads {
@@ -632,6 +635,83 @@ fn scatter(rows_buf: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 }
             }
         });
+    out
+}
+
+/// [`scatter`] through the direct kernel, for a strided convolution's input gradient: each
+/// tap's product `gy_rows @ W_t` (B -> A channels, a 1x1x1 convolution) lands column-major
+/// in a small buffer and is added onto every stride-th voxel of a channels-first padded
+/// plane, which is then cropped into the `[N][A][D][H][W]` result.
+fn scatter_direct(
+    rows_buf: &[f32],
+    weight: &[f32],
+    g: &ConvGeometry,
+    kernel: direct::Direct,
+) -> Vec<f32> {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let [od, _, _] = g.out_size();
+    let (rows, sw, sd) = (g.rows(), g.stride[2], g.stride[0]);
+    let [dp, hp, wp] = g.padded();
+    let [d, h, w] = g.in_size;
+    let [pd, ph, pw] = g.padding;
+    let [kd_n, kh_n, kw_n] = g.kernel;
+    let wt = relayout(weight, a, b, taps, |o, i, t| (t * b + o) * a + i);
+    let plane = hp * wp;
+    let ld = rows + DIRECT_ROWS_MAX;
+    // The gradient rows with the direct kernel's slack after the last plane.
+    let mut src = Vec::with_capacity(rows_buf.len() + DIRECT_ROWS_MAX * b);
+    src.extend_from_slice(rows_buf);
+    src.resize(rows_buf.len() + DIRECT_ROWS_MAX * b, 0.0);
+    let mut padded = vec![0f32; g.batch * dp * a * plane];
+    padded
+        .par_chunks_mut(a * plane)
+        .enumerate()
+        .for_each(|(pi, dst)| {
+            let (n, zp) = (pi / dp, pi % dp);
+            let mut tmp = vec![0f32; a * ld];
+            for kd in 0..kd_n {
+                if zp < kd || (zp - kd) % sd != 0 || (zp - kd) / sd >= od {
+                    continue;
+                }
+                let z = (zp - kd) / sd;
+                for kh in 0..kh_n {
+                    for kw in 0..kw_n {
+                        let t = (kd * kh_n + kh) * kw_n + kw;
+                        // SAFETY: `src` holds this plane's rows x B plus the kernel's slack;
+                        // `tmp` holds A x ld; `wt` holds B x A for this tap.
+                        unsafe {
+                            kernel.run(
+                                src.as_ptr().add((n * od + z) * rows * b),
+                                &[0],
+                                b,
+                                b,
+                                wt.as_ptr().add(t * b * a),
+                                a,
+                                rows,
+                                tmp.as_mut_ptr(),
+                                ld,
+                            );
+                        }
+                        let off = kh * wp + kw;
+                        for c in 0..a {
+                            let col = &tmp[c * ld..][..rows];
+                            let out = &mut dst[c * plane + off..];
+                            for (m, v) in col.iter().enumerate() {
+                                out[m * sw] += v;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    let mut out = vec![0f32; g.in_len()];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(r, dst)| {
+        let (n, c, z) = (r / (a * d), (r / d) % a, r % d);
+        let src = &padded[((n * dp + z + pd) * a + c) * plane..][..plane];
+        for y in 0..h {
+            dst[y * w..][..w].copy_from_slice(&src[(y + ph) * wp + pw..][..w]);
+        }
+    });
     out
 }
 

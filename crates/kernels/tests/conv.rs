@@ -117,6 +117,9 @@ fn geometries() -> Vec<ConvGeometry> {
         g(1, 3, 32, [6, 5, 7], [3, 3, 3], [2, 2, 2], [1, 1, 1]),
         g(1, 16, 64, [3, 5, 4], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         g(1, 16, 48, [4, 3, 5], [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+        // Strided, 16 input channels: the input gradient takes the direct scatter.
+        g(2, 16, 16, [6, 7, 5], [3, 3, 3], [2, 2, 2], [1, 1, 1]),
+        g(1, 32, 16, [5, 6, 8], [3, 3, 3], [1, 2, 2], [1, 1, 1]),
         // Upsampling (transposed, kernel = stride) with 16 output channels: direct path.
         g(2, 16, 8, [4, 6, 8], [2, 2, 2], [2, 2, 2], [0, 0, 0]),
         g(1, 32, 5, [2, 4, 6], [1, 2, 2], [1, 2, 2], [0, 0, 0]),
