@@ -715,6 +715,29 @@ fn scatter_direct(
     out
 }
 
+/// Sums `add(partial, task)` over tasks in fixed groups added in a fixed order, so weight
+/// gradients are bit-identical whatever the thread count or scheduling: training must
+/// reproduce itself from a seed and after a resume (a rayon fold/reduce would not).
+fn deterministic_sum(tasks: usize, len: usize, add: impl Fn(&mut [f32], usize) + Sync) -> Vec<f32> {
+    let groups = tasks.clamp(1, 16);
+    let per = tasks.div_ceil(groups);
+    let partials: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|gi| {
+            let mut acc = vec![0f32; len];
+            for task in gi * per..((gi + 1) * per).min(tasks) {
+                add(&mut acc, task);
+            }
+            acc
+        })
+        .collect();
+    let mut out = vec![0f32; len];
+    for p in &partials {
+        out.iter_mut().zip(p).for_each(|(o, v)| *o += v);
+    }
+    out
+}
+
 /// Weight gradient: sum over planes of `padded_tap^T @ rows`, in burn's weight layout.
 fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
@@ -723,42 +746,29 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let [dp, _, _] = g.padded();
     let plane_len = g.padded_plane();
     if let Some(kernel) = direct::Direct::for_channels(b) {
-        let acc = (0..g.batch * od)
-            .into_par_iter()
-            .fold(
-                || vec![0f32; taps * a * b],
-                |mut acc, task| {
-                    let (n, z) = (task / od, task % od);
-                    let offs: Vec<usize> = (0..taps)
-                        .map(|t| {
-                            let (kd, off) = g.tap_offset(t);
-                            kd * plane_len + off
-                        })
-                        .collect();
-                    // SAFETY: every row read is a valid row of the plane (module docs); the
-                    // gradient rows hold rows x B; `acc` holds taps x A x B.
-                    unsafe {
-                        kernel.wgrad(
-                            padded.as_ptr().add((n * dp + z * g.stride[0]) * plane_len),
-                            &offs,
-                            a,
-                            sw * a,
-                            rows_buf.as_ptr().add(task * rows * b),
-                            b,
-                            rows,
-                            acc.as_mut_ptr(),
-                        );
-                    }
-                    acc
-                },
-            )
-            .reduce(
-                || vec![0f32; taps * a * b],
-                |mut x, y| {
-                    x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-                    x
-                },
-            );
+        let acc = deterministic_sum(g.batch * od, taps * a * b, |acc, task| {
+            let (n, z) = (task / od, task % od);
+            let offs: Vec<usize> = (0..taps)
+                .map(|t| {
+                    let (kd, off) = g.tap_offset(t);
+                    kd * plane_len + off
+                })
+                .collect();
+            // SAFETY: every row read is a valid row of the plane (module docs); the
+            // gradient rows hold rows x B; `acc` holds taps x A x B.
+            unsafe {
+                kernel.wgrad(
+                    padded.as_ptr().add((n * dp + z * g.stride[0]) * plane_len),
+                    &offs,
+                    a,
+                    sw * a,
+                    rows_buf.as_ptr().add(task * rows * b),
+                    b,
+                    rows,
+                    acc.as_mut_ptr(),
+                );
+            }
+        });
         let mut w = vec![0f32; taps * a * b];
         for o in 0..b {
             for i in 0..a {
@@ -769,55 +779,42 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
         }
         return w;
     }
-    let acc = (0..g.batch * od)
-        .into_par_iter()
-        .fold(
-            || vec![0f32; taps * a * b],
-            |mut acc, task| {
-                let (n, z) = (task / od, task % od);
-                let src = &rows_buf[task * rows * b..][..rows * b];
-                let kw = g.kernel[2];
-                for t in (0..taps).step_by(kw) {
-                    let (kd, off) = g.tap_offset(t);
-                    let base = (n * dp + z * g.stride[0] + kd) * plane_len + off;
-                    debug_assert!(base + (rows - 1) * sw * a + kw * a <= padded.len());
-                    // SAFETY: as in `gather`; the destination is this fold's own block for the
-                    // kw taps of one (kd, kh), stored column-major as B x (kw*A) so that the
-                    // micro-kernel's vectors run along kw*A rather than along B.
-                    unsafe {
-                        gemm::gemm(
-                            kw * a,
-                            b,
-                            rows,
-                            acc.as_mut_ptr().add(t * a * b),
-                            (kw * a) as isize,
-                            1,
-                            true,
-                            padded.as_ptr().add(base),
-                            (sw * a) as isize,
-                            1,
-                            src.as_ptr(),
-                            1,
-                            b as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                    }
-                }
-                acc
-            },
-        )
-        .reduce(
-            || vec![0f32; taps * a * b],
-            |mut x, y| {
-                x.iter_mut().zip(&y).for_each(|(p, q)| *p += q);
-                x
-            },
-        );
+    let acc = deterministic_sum(g.batch * od, taps * a * b, |acc, task| {
+        let (n, z) = (task / od, task % od);
+        let src = &rows_buf[task * rows * b..][..rows * b];
+        let kw = g.kernel[2];
+        for t in (0..taps).step_by(kw) {
+            let (kd, off) = g.tap_offset(t);
+            let base = (n * dp + z * g.stride[0] + kd) * plane_len + off;
+            debug_assert!(base + (rows - 1) * sw * a + kw * a <= padded.len());
+            // SAFETY: as in `gather`; the destination is this fold's own block for the
+            // kw taps of one (kd, kh), stored column-major as B x (kw*A) so that the
+            // micro-kernel's vectors run along kw*A rather than along B.
+            unsafe {
+                gemm::gemm(
+                    kw * a,
+                    b,
+                    rows,
+                    acc.as_mut_ptr().add(t * a * b),
+                    (kw * a) as isize,
+                    1,
+                    true,
+                    padded.as_ptr().add(base),
+                    (sw * a) as isize,
+                    1,
+                    src.as_ptr(),
+                    1,
+                    b as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+    });
     // acc: per group of kw taps, [B][kw][A].
     let kw = g.kernel[2];
     let mut w = vec![0f32; taps * a * b];

@@ -59,57 +59,56 @@ pub fn dice_ce(logits: &[f32], labels: &[u8], n: usize, c: usize, spatial: usize
     let sums = {
         blocks
             .par_iter()
-            .fold(
-                || zero.clone(),
-                |mut acc, &(b, s0)| {
-                    let len = chunk.min(spatial - s0);
-                    let z = &logits[b * c * spatial..][..c * spatial];
-                    let t = &labels[b * spatial + s0..][..len];
-                    let mut p = vec![0f32; c];
-                    let mut out = vec![0f32; c * len];
-                    for (v, &label) in t.iter().enumerate() {
-                        let mut m = f32::NEG_INFINITY;
-                        for k in 0..c {
-                            m = m.max(z[k * spatial + s0 + v]);
-                        }
-                        let mut sum = 0f32;
-                        for k in 0..c {
-                            p[k] = (z[k * spatial + s0 + v] - m).exp();
-                            sum += p[k];
-                        }
-                        let inv = 1.0 / sum;
-                        let label = label as usize;
-                        acc.ce -= (z[label * spatial + s0 + v] - m - sum.ln()) as f64;
-                        for k in 0..c {
-                            let pk = p[k] * inv;
-                            out[k * len + v] = pk;
-                            acc.psum[k] += pk as f64;
-                        }
-                        acc.inter[label] += (p[label] * inv) as f64;
-                        acc.tsum[label] += 1.0;
-                    }
-                    // SAFETY: block (b, s0) alone writes voxels s0..s0+len of sample b.
-                    let dst = base.at(b * c * spatial);
+            .map(|&(b, s0)| {
+                let mut acc = zero.clone();
+                let len = chunk.min(spatial - s0);
+                let z = &logits[b * c * spatial..][..c * spatial];
+                let t = &labels[b * spatial + s0..][..len];
+                let mut p = vec![0f32; c];
+                let mut out = vec![0f32; c * len];
+                for (v, &label) in t.iter().enumerate() {
+                    let mut m = f32::NEG_INFINITY;
                     for k in 0..c {
-                        for v in 0..len {
-                            unsafe { *dst.add(k * spatial + s0 + v) = out[k * len + v] };
-                        }
+                        m = m.max(z[k * spatial + s0 + v]);
                     }
-                    acc
-                },
-            )
-            .reduce(
-                || zero.clone(),
-                |mut x, y| {
-                    x.ce += y.ce;
+                    let mut sum = 0f32;
                     for k in 0..c {
-                        x.inter[k] += y.inter[k];
-                        x.psum[k] += y.psum[k];
-                        x.tsum[k] += y.tsum[k];
+                        p[k] = (z[k * spatial + s0 + v] - m).exp();
+                        sum += p[k];
                     }
-                    x
-                },
-            )
+                    let inv = 1.0 / sum;
+                    let label = label as usize;
+                    acc.ce -= (z[label * spatial + s0 + v] - m - sum.ln()) as f64;
+                    for k in 0..c {
+                        let pk = p[k] * inv;
+                        out[k * len + v] = pk;
+                        acc.psum[k] += pk as f64;
+                    }
+                    acc.inter[label] += (p[label] * inv) as f64;
+                    acc.tsum[label] += 1.0;
+                }
+                // SAFETY: block (b, s0) alone writes voxels s0..s0+len of sample b.
+                let dst = base.at(b * c * spatial);
+                for k in 0..c {
+                    for v in 0..len {
+                        unsafe { *dst.add(k * spatial + s0 + v) = out[k * len + v] };
+                    }
+                }
+                acc
+            })
+            .collect::<Vec<Sums>>()
+            // Blocks added in a fixed order: the loss and its gradient are bit-identical
+            // whatever the thread count (training must reproduce itself).
+            .into_iter()
+            .fold(zero.clone(), |mut x, y| {
+                x.ce += y.ce;
+                for k in 0..c {
+                    x.inter[k] += y.inter[k];
+                    x.psum[k] += y.psum[k];
+                    x.tsum[k] += y.tsum[k];
+                }
+                x
+            })
     };
     let voxels = (n * spatial) as f64;
     let fg = (c - 1) as f64;
