@@ -99,6 +99,17 @@ impl ConvGeometry {
         p[1] * p[2] * self.in_channels
     }
 
+    /// Every tap's offset from the first input plane of an output plane, in the padded
+    /// buffer (plane steps included).
+    fn tap_offsets(&self) -> Vec<usize> {
+        (0..self.taps())
+            .map(|t| {
+                let (kd, off) = self.tap_offset(t);
+                kd * self.padded_plane() + off
+            })
+            .collect()
+    }
+
     /// Offset of tap `t` (kd, kh, kw in row-major order) inside the padded buffer, relative
     /// to the first input plane of an output plane.
     fn tap_offset(&self, t: usize) -> (usize, usize) {
@@ -445,12 +456,7 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
             let mut acc = vec![0f32; (rows + DIRECT_ROWS_MAX) * b];
             let plane0 = (n * dp + z * g.stride[0]) * plane_len;
             if let Some(kernel) = direct {
-                let offs: Vec<usize> = (0..taps)
-                    .map(|t| {
-                        let (kd, off) = g.tap_offset(t);
-                        kd * plane_len + off
-                    })
-                    .collect();
+                let offs = g.tap_offsets();
                 // SAFETY: the padded buffer carries `slack` zeros at its end, so the up to
                 // DIRECT_ROWS_MAX - 1 rows past `rows` a block reads stay inside it; `acc` has
                 // room for as many extra rows; `wt` holds taps x A x B.
@@ -471,12 +477,7 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
             }
             if unroll {
                 let k = taps * a;
-                let offs: Vec<usize> = (0..taps)
-                    .map(|t| {
-                        let (kd, off) = g.tap_offset(t);
-                        plane0 + kd * plane_len + off
-                    })
-                    .collect();
+                let offs: Vec<usize> = g.tap_offsets().iter().map(|o| plane0 + o).collect();
                 let mut col = vec![0f32; rows * k];
                 for (m, dst) in col.chunks_exact_mut(k).enumerate() {
                     for (t, o) in offs.iter().enumerate() {
@@ -748,12 +749,7 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     if let Some(kernel) = direct::Direct::for_channels(b) {
         let acc = deterministic_sum(g.batch * od, taps * a * b, |acc, task| {
             let (n, z) = (task / od, task % od);
-            let offs: Vec<usize> = (0..taps)
-                .map(|t| {
-                    let (kd, off) = g.tap_offset(t);
-                    kd * plane_len + off
-                })
-                .collect();
+            let offs = g.tap_offsets();
             // SAFETY: every row read is a valid row of the plane (module docs); the
             // gradient rows hold rows x B; `acc` holds taps x A x B.
             unsafe {
