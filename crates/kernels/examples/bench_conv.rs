@@ -1,6 +1,8 @@
 //! Throughput of the convolution kernels on the network's layer shapes.
 //! `cargo run -p glandseg-kernels --example bench_conv [size]`
-use glandseg_kernels::conv::{conv3d, conv3d_backward, conv_transpose3d, ConvGeometry};
+use glandseg_kernels::conv::{
+    conv3d, conv3d_backward, conv3d_bf16, conv3d_bf16_uses_amx, conv_transpose3d, ConvGeometry,
+};
 use std::time::Instant;
 
 fn time<T>(reps: usize, mut f: impl FnMut() -> T) -> f64 {
@@ -50,6 +52,16 @@ fn main() {
             bw * 1e3,
             2.0 * flops / bw / 1e9
         );
+        if conv3d_bf16_uses_amx(&g) {
+            let h = time(3, || conv3d_bf16(&x, &w, None, &g));
+            println!(
+                "    bf16 fwd {:7.1} ms ({:5.1} GFLOP/s)",
+                h * 1e3,
+                flops / h / 1e9
+            );
+        } else {
+            println!("    bf16 n/a");
+        }
     }
     let (a, b, size) = (16usize, 32usize, s);
     let g = ConvGeometry {

@@ -19,8 +19,12 @@
 //! and `B` = output channels (`[out, in, k..]`); for a transposed convolution the strided
 //! side is its output, so its `[in, out, k..]` weight is the same `[B][A][k..]`.
 
+use crate::layout::{to_channels_first, to_channels_last, SyncPtr};
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+mod amx;
+pub use amx::{bf16_supported, conv3d_bf16, conv3d_bf16_uses_amx};
 
 /// Shape of a convolution from the strided side (size `in_size`, `in_channels` = A) to the
 /// other side (size [`ConvGeometry::out_size`], `out_channels` = B).
@@ -359,20 +363,13 @@ fn pad_channels_last(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
                 return;
             }
             let z = zp - pd;
-            // Blocks of 16 voxels (one cache line per channel read) so the transposed
-            // writes stay inside a few KiB instead of sweeping the plane once per channel.
             for y in 0..h {
                 let row = &mut dst[((y + ph) * wp + pw) * a..][..w * a];
-                for x0 in (0..w).step_by(16) {
-                    let bw = 16.min(w - x0);
-                    let block = &mut row[x0 * a..][..bw * a];
-                    for c in 0..a {
-                        let src = &x[((n * a + c) * d + z) * h * w + y * w + x0..][..bw];
-                        for (i, v) in src.iter().enumerate() {
-                            block[i * a + c] = *v;
-                        }
-                    }
-                }
+                let src = &x[(n * a * d + z) * h * w + y * w..];
+                assert!(src.len() > (a - 1) * d * h * w + w - 1);
+                // SAFETY: `src` holds A channels of W values at stride D*H*W (checked
+                // above), `row` W voxels of A channels.
+                unsafe { to_channels_last(src.as_ptr(), d * h * w, a, w, row.as_mut_ptr(), a) };
             }
         });
     out
@@ -393,14 +390,18 @@ fn unpad_channels_first(p: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let [dp, hp, wp] = g.padded();
     let a = g.in_channels;
     let mut out = vec![0f32; g.in_len()];
-    out.par_chunks_mut(h * w).enumerate().for_each(|(r, dst)| {
-        let (n, c, z) = (r / (a * d), (r / d) % a, r % d);
+    let dst = SyncPtr(out.as_mut_ptr());
+    (0..g.batch * d).into_par_iter().for_each(|task| {
+        let (n, z) = (task / d, task % d);
         let plane = &p[(n * dp + z + pd) * hp * wp * a..][..hp * wp * a];
         for y in 0..h {
-            let base = ((y + ph) * wp + pw) * a + c;
-            for (i, v) in dst[y * w..][..w].iter_mut().enumerate() {
-                *v = plane[base + i * a];
-            }
+            let src = &plane[((y + ph) * wp + pw) * a..][..w * a];
+            // SAFETY: task (n, z) writes only rows (n, c, z, y) of `out` (len in_len), A
+            // channels of W values at stride D*H*W; `src` holds W voxels of A channels.
+            unsafe {
+                let dst = dst.get().add((n * a * d + z) * h * w + y * w);
+                to_channels_first(src.as_ptr(), a, a, w, dst, d * h * w)
+            };
         }
     });
     out
@@ -415,13 +416,13 @@ fn out_rows(y: &[f32], g: &ConvGeometry) -> Vec<f32> {
         .enumerate()
         .for_each(|(plane, dst)| {
             let (n, z) = (plane / od, plane % od);
-            for c in 0..b {
-                let src = &y[((n * b + c) * od + z) * oh * ow..][..oh * ow];
-                for r in 0..oh {
-                    for (i, v) in src[r * ow..][..ow].iter().enumerate() {
-                        dst[(r * rw + i) * b + c] = *v;
-                    }
-                }
+            for r in 0..oh {
+                let src = &y[(n * b * od + z) * oh * ow + r * ow..];
+                let row = &mut dst[r * rw * b..][..ow * b];
+                assert!(src.len() > (b - 1) * od * oh * ow + ow - 1);
+                // SAFETY: `src` holds B channels of oW values at stride oD*oH*oW (checked
+                // above), `row` oW rows of B channels.
+                unsafe { to_channels_last(src.as_ptr(), od * oh * ow, b, ow, row.as_mut_ptr(), b) };
             }
         });
     out

@@ -8,5 +8,6 @@
 //! gradient as a (huge) kernel. Matrix products go to the `gemm` crate.
 
 pub mod conv;
+mod layout;
 pub mod loss;
 pub mod norm;
