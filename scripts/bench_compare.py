@@ -52,6 +52,11 @@ for key, name in [("train_step_s", "training step (s)"), ("inference_s", f"infer
     if o is None or t is None:
         continue
     print(f"{name:24} {o:10.3f} {t:10.3f} {o / t:7.2f}")
+bf16 = ours.get("inference_bf16")
+if bf16 and torch.get("inference_s"):
+    print(f"{'inference bf16 (s)':24} {bf16['seconds']:10.3f} {torch['inference_s']:10.3f} "
+          f"{bf16['seconds'] / torch['inference_s']:7.2f}   (vs PyTorch f32; argmax agreement "
+          f"with our f32 {bf16['argmax_agreement']:.4f})")
 print(f"training step GFLOP/s (3x forward conv FLOPs): glandseg {3 * fwd / ours['train_step_s'] / 1e9:.1f}, "
       f"PyTorch {3 * fwd / torch['train_step_s'] / 1e9:.1f}")
 print(json.dumps({"glandseg": ours, "pytorch": torch}))

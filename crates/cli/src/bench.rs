@@ -8,7 +8,7 @@ use anyhow::Result;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor};
 use clap::Args;
-use glandseg_net::{DeepSupervisionLoss, UNetConfig};
+use glandseg_net::{DeepSupervisionLoss, Precision, UNetConfig};
 use glandseg_predict::sliding::{predict_probabilities, SlidingWindow, Tta};
 use std::time::Instant;
 
@@ -87,6 +87,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let train_step = step_times.iter().sum::<f64>() / step_times.len() as f64;
     let mut infer = None;
+    let mut infer_bf16 = None;
     if a.infer_size > 0 {
         let n = a.infer_size;
         let imodel = cfg.init::<I>(&device);
@@ -98,24 +99,47 @@ pub fn run(a: BenchArgs) -> Result<()> {
             step: 0.5,
             batch: a.batch,
         };
-        let t = Instant::now();
-        let probs = predict_probabilities(
-            std::slice::from_ref(&imodel),
-            &image,
-            [n; 3],
-            2,
-            a.classes,
-            &[0.0, 0.0],
-            &window,
-            &Tta::default(),
-            &device,
-            &indicatif::ProgressBar::hidden(),
-        );
-        infer = Some(t.elapsed().as_secs_f64());
+        let run = |precision| {
+            glandseg_net::with_precision(precision, || {
+                let t = Instant::now();
+                let probs = predict_probabilities(
+                    std::slice::from_ref(&imodel),
+                    &image,
+                    [n; 3],
+                    2,
+                    a.classes,
+                    &[0.0, 0.0],
+                    &window,
+                    &Tta::default(),
+                    &device,
+                    &indicatif::ProgressBar::hidden(),
+                );
+                (t.elapsed().as_secs_f64(), probs)
+            })
+        };
+        let (seconds, probs) = run(Precision::F32);
+        infer = Some(seconds);
         anyhow::ensure!(
             probs.iter().all(|v| v.is_finite()),
             "non-finite probabilities"
         );
+        if Precision::Bf16.is_available() {
+            let (seconds, low) = run(Precision::Bf16);
+            anyhow::ensure!(
+                low.iter().all(|v| v.is_finite()),
+                "non-finite bf16 probabilities"
+            );
+            let worst = probs
+                .iter()
+                .zip(&low)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            infer_bf16 = Some(serde_json::json!({
+                "seconds": seconds,
+                "max_probability_difference": worst,
+                "argmax_agreement": argmax_agreement(&probs, &low, a.classes),
+            }));
+        }
     }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -129,6 +153,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "classes": a.classes,
         "train_step_s": train_step,
         "inference_s": infer,
+        "inference_bf16": infer_bf16,
         "inference_size": a.infer_size,
     });
     if a.json {
@@ -137,4 +162,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
+}
+
+/// Share of voxels whose most probable class is the same in two `[class][voxel]` maps.
+fn argmax_agreement(p: &[f32], q: &[f32], classes: usize) -> f64 {
+    let n = p.len() / classes;
+    let argmax = |m: &[f32], v: usize| {
+        (0..classes)
+            .max_by(|&i, &j| m[i * n + v].total_cmp(&m[j * n + v]))
+            .unwrap_or(0)
+    };
+    let same = (0..n).filter(|&v| argmax(p, v) == argmax(q, v)).count();
+    same as f64 / n.max(1) as f64
 }

@@ -244,6 +244,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         folds: Vec::new(),
         step: 0.5,
         no_tta: false,
+        precision: glandseg_net::Precision::F32,
         tta_all_axes: false,
         no_localize: false,
         min_component_ml: None,

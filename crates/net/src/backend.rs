@@ -251,6 +251,67 @@ pub fn with_burn_modules<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// Arithmetic of the convolutions at inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 throughout (training always runs this way).
+    #[default]
+    F32,
+    /// Convolutions read bf16 inputs and weights and accumulate in f32 on the CPU's AMX
+    /// tiles (Intel Sapphire Rapids and later); everything else stays f32. Layers the tiles
+    /// do not fit (fewer than 16 input channels, output channels not a multiple of 16) and
+    /// CPUs without AMX run f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Whether `self` changes anything on this machine (bf16 needs AMX).
+    pub fn is_available(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::Bf16 => conv::bf16_supported(),
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?} (f32 or bf16)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+thread_local! {
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
+/// Runs `f` (an inference) with the convolutions on this thread in `precision`. Only the
+/// forward convolution of `Flex` changes; a tracked (training) forward must not run inside
+/// this, since its backward pass assumes f32.
+pub fn with_precision<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PRECISION.set(self.0);
+        }
+    }
+    let _restore = Restore(PRECISION.replace(precision));
+    f()
+}
+
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
     match t.as_slice::<f32>() {
         Some(s) => Cow::Borrowed(s),
@@ -351,7 +412,10 @@ impl NetBackend for Flex {
             return Flex::conv3d(x, weight, bias, options);
         };
         let b = bias.as_ref().map(f32s);
-        let y = conv::conv3d(&f32s(&x), &f32s(&weight), b.as_deref(), &g);
+        let y = match PRECISION.get() {
+            Precision::F32 => conv::conv3d(&f32s(&x), &f32s(&weight), b.as_deref(), &g),
+            Precision::Bf16 => conv::conv3d_bf16(&f32s(&x), &f32s(&weight), b.as_deref(), &g),
+        };
         tensor(y, &out_shape(&g))
     }
 

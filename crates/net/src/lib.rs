@@ -14,7 +14,7 @@ pub mod backend;
 pub mod loss;
 pub mod model;
 
-pub use backend::{NetAutodiffBackend, NetBackend};
+pub use backend::{with_precision, NetAutodiffBackend, NetBackend, Precision};
 pub use loss::{dice_ce_loss, downsample_labels, DeepSupervisionLoss};
 pub use model::{UNet, UNetConfig};
 

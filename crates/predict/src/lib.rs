@@ -9,7 +9,7 @@ pub mod postprocess;
 pub mod sliding;
 
 use glandseg_core::{Geometry, Volume};
-use glandseg_net::{NetBackend, UNet};
+use glandseg_net::{NetBackend, Precision, UNet};
 use glandseg_ops::resample::{resample, Interpolation};
 use glandseg_train::model_folder::ModelFolder;
 use glandseg_train::preprocess::{onto_first_grid, preprocess_images};
@@ -30,6 +30,8 @@ pub struct PredictOptions {
     pub region_mm: f64,
     pub components: ComponentRule,
     pub keep_probabilities: bool,
+    /// Arithmetic of the network's convolutions (bf16 on CPUs with AMX).
+    pub precision: Precision,
 }
 
 impl Default for PredictOptions {
@@ -43,6 +45,7 @@ impl Default for PredictOptions {
             region_mm: 250.0,
             components: ComponentRule::LargestOnly,
             keep_probabilities: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -56,6 +59,9 @@ pub struct PredictionReport {
     pub tiles_shape: [usize; 3],
     pub folds: Vec<String>,
     pub tta_variants: usize,
+    /// The convolutions' arithmetic that ran: "f32", or "bf16" where it was asked for and
+    /// the CPU has AMX.
+    pub precision: String,
     pub laterality: Vec<LateralityCheck>,
     pub warnings: Vec<String>,
     pub seconds: f64,
@@ -154,18 +160,31 @@ impl<B: NetBackend> Predictor<B> {
             lr_axis: target.axis_along(0).0,
             swap: (0..classes).map(|c| swap_table[c] as usize).collect(),
         };
-        let probs = sliding::predict_probabilities(
-            &self.models,
-            &data,
-            target.shape,
-            plan.channels.len(),
-            classes,
-            &fill,
-            &window,
-            &tta,
-            &self.device,
-            bar,
-        );
+        let precision = if opts.precision.is_available() && B::has_kernels() {
+            opts.precision
+        } else {
+            if opts.precision != Precision::F32 {
+                warnings.push(format!(
+                    "{} asked for, but this backend or CPU cannot run it (needs AMX-BF16): ran f32",
+                    opts.precision
+                ));
+            }
+            Precision::F32
+        };
+        let probs = glandseg_net::with_precision(precision, || {
+            sliding::predict_probabilities(
+                &self.models,
+                &data,
+                target.shape,
+                plan.channels.len(),
+                classes,
+                &fill,
+                &window,
+                &tta,
+                &self.device,
+                bar,
+            )
+        });
         drop(data);
         // Back to the CT grid: probabilities resampled linearly, then the argmax.
         let region_grid = ct_grid.crop(region.0, region.1)?;
@@ -218,6 +237,7 @@ impl<B: NetBackend> Predictor<B> {
                 tiles_shape: target.shape,
                 folds: self.folds.clone(),
                 tta_variants: 1 + opts.mirror_lr as usize + 2 * opts.mirror_other_axes as usize,
+                precision: precision.to_string(),
                 laterality,
                 warnings,
                 seconds: started.elapsed().as_secs_f64(),
