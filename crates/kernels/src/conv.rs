@@ -442,140 +442,249 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
     let plane_len = g.padded_plane();
     // [tap][A][B] so each tap's matrix is contiguous.
     let wt = relayout(weight, a, b, taps, |o, i, t| (t * a + i) * b + o);
-    let chunk = row_chunk(b);
-    let kw = g.kernel[2];
-    let groups = taps / kw;
     // With few input channels (the first layer) even kw * A is a short inner dimension for
     // the matrix product, so those planes are unrolled into all taps (a small im2col).
-    let unroll = a * kw < 16;
+    let unroll = a * g.kernel[2] < 16;
     let direct = direct::Direct::for_channels(b);
-    debug_assert!(direct.is_none() || padded.len() >= g.batch * dp * plane_len + slack(g));
-    let planes: Vec<Vec<f32>> = (0..g.batch * od)
-        .into_par_iter()
-        .map(|task| {
-            let (n, z) = (task / od, task % od);
-            let mut acc = vec![0f32; (rows + DIRECT_ROWS_MAX) * b];
+    assert!(direct.is_none() || padded.len() >= g.batch * dp * plane_len + slack(g));
+    let offs = g.tap_offsets();
+    let ld = rows + DIRECT_ROWS_MAX;
+    let mut out: Vec<f32> = Vec::with_capacity(g.out_len());
+    let dst = SyncPtr(out.as_mut_ptr());
+    (0..g.batch * od).into_par_iter().for_each(|task| {
+        let (n, z) = (task / od, task % od);
+        SCRATCH.with_borrow_mut(|scratch| {
+            // Every value of `acc` a plane's copy below reads is written first (the direct
+            // kernel stores whole blocks, the first gemm of a plane overwrites), so the
+            // thread's scratch is reused without zeroing it.
+            if scratch.len() < ld * b {
+                scratch.resize(ld * b, 0.0);
+            }
+            let acc = &mut scratch[..ld * b];
             let plane0 = (n * dp + z * g.stride[0]) * plane_len;
-            if let Some(kernel) = direct {
-                let offs = g.tap_offsets();
-                // SAFETY: the padded buffer carries `slack` zeros at its end, so the up to
-                // DIRECT_ROWS_MAX - 1 rows past `rows` a block reads stay inside it; `acc` has
-                // room for as many extra rows; `wt` holds taps x A x B.
-                unsafe {
-                    kernel.run(
-                        padded.as_ptr().add(plane0),
-                        &offs,
-                        a,
-                        sw * a,
-                        wt.as_ptr(),
-                        b,
-                        rows,
-                        acc.as_mut_ptr(),
-                        rows + DIRECT_ROWS_MAX,
-                    );
+            match direct {
+                Some(kernel) if unroll => {
+                    // The taps of the few channels as one long row per output voxel (a small
+                    // im2col), then a single-tap product through the direct kernel.
+                    let k = taps * a;
+                    COLUMNS.with_borrow_mut(|col| {
+                        // Rows past `rows` feed only discarded outputs: left as they are.
+                        if col.len() < ld * k {
+                            col.resize(ld * k, 0.0);
+                        }
+                        im2col(padded, plane0, &offs, a, sw * a, rows, col);
+                        // SAFETY: `col` holds ld >= rows + block rows of k values, `wt` k x B,
+                        // `acc` B columns of ld.
+                        unsafe {
+                            kernel.run(
+                                col.as_ptr(),
+                                &[0],
+                                k,
+                                k,
+                                wt.as_ptr(),
+                                b,
+                                rows,
+                                acc.as_mut_ptr(),
+                                ld,
+                            );
+                        }
+                    });
                 }
-                return acc;
-            }
-            if unroll {
-                let k = taps * a;
-                let offs: Vec<usize> = g.tap_offsets().iter().map(|o| plane0 + o).collect();
-                let mut col = vec![0f32; rows * k];
-                for (m, dst) in col.chunks_exact_mut(k).enumerate() {
-                    for (t, o) in offs.iter().enumerate() {
-                        let src = o + m * sw * a;
-                        dst[t * a..][..a].copy_from_slice(&padded[src..][..a]);
-                    }
-                }
-                // SAFETY: `col` is rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        b,
-                        k,
-                        acc.as_mut_ptr(),
-                        1,
-                        b as isize,
-                        false,
-                        col.as_ptr(),
-                        1,
-                        k as isize,
-                        wt.as_ptr(),
-                        1,
-                        b as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-                return acc;
-            }
-            for m0 in (0..rows).step_by(chunk) {
-                let mc = chunk.min(rows - m0);
-                // The kw taps of one (kd, kh) read kw consecutive A-blocks per row, so they
-                // form one product with inner dimension kw * A (rows overlap; only read).
-                for grp in 0..groups {
-                    let t = grp * kw;
-                    let (kd, off) = g.tap_offset(t);
-                    let base = plane0 + kd * plane_len + off + m0 * sw * a;
-                    debug_assert!(base + (mc - 1) * sw * a + kw * a <= padded.len());
-                    // SAFETY: `acc` holds rows x B; the lhs rows (stride sw*A, kw*A wide) stay
-                    // inside the padded input (see the module docs); `wt` holds taps x A x B.
+                Some(kernel) => {
+                    // SAFETY: the padded buffer carries `slack` zeros at its end, so the up to
+                    // DIRECT_ROWS_MAX - 1 rows past `rows` a block reads stay inside it; `acc`
+                    // has room for as many extra rows; `wt` holds taps x A x B.
                     unsafe {
-                        gemm::gemm(
-                            mc,
+                        kernel.run(
+                            padded.as_ptr().add(plane0),
+                            &offs,
+                            a,
+                            sw * a,
+                            wt.as_ptr(),
                             b,
-                            kw * a,
-                            acc.as_mut_ptr().add(m0 * b),
-                            1,
-                            b as isize,
-                            grp > 0,
-                            padded.as_ptr().add(base),
-                            1,
-                            (sw * a) as isize,
-                            wt.as_ptr().add(t * a * b),
-                            1,
-                            b as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
+                            rows,
+                            acc.as_mut_ptr(),
+                            ld,
                         );
                     }
                 }
+                None => gemm_plane(padded, &wt, g, plane0, unroll, &offs, acc),
             }
-            acc
-        })
-        .collect();
-    let mut out = vec![0f32; g.out_len()];
-    out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(r, dst)| {
-            let (n, c, z) = (r / (b * od), (r / od) % b, r % od);
-            let acc = &planes[n * od + z];
-            let add = bias.map_or(0.0, |bb| bb[c]);
-            if direct.is_some() {
-                // Column-major: this channel's rows are contiguous.
-                let col = &acc[c * (rows + DIRECT_ROWS_MAX)..];
-                for y in 0..oh {
-                    let src = &col[y * rw..][..ow];
-                    for (v, s) in dst[y * ow..][..ow].iter_mut().zip(src) {
-                        *v = s + add;
-                    }
-                }
-            } else {
-                for y in 0..oh {
-                    for (i, v) in dst[y * ow..][..ow].iter_mut().enumerate() {
-                        *v = acc[(y * rw + i) * b + c] + add;
+            // This task's output values: channel c, plane z of batch n, for every c.
+            for c in 0..b {
+                let add = bias.map_or(0.0, |bb| bb[c]);
+                // SAFETY: task (n, z) alone writes these oH*oW values of `out`, whose
+                // capacity is out_len; `set_len` follows once every task has written.
+                let plane = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.get().add(((n * b + c) * od + z) * oh * ow),
+                        oh * ow,
+                    )
+                };
+                for (y, row) in plane.chunks_exact_mut(ow).enumerate() {
+                    if direct.is_some() {
+                        // Column-major: this channel's rows are contiguous.
+                        let src = &acc[c * ld + y * rw..][..ow];
+                        for (v, s) in row.iter_mut().zip(src) {
+                            *v = s + add;
+                        }
+                    } else {
+                        for (i, v) in row.iter_mut().enumerate() {
+                            *v = acc[(y * rw + i) * b + c] + add;
+                        }
                     }
                 }
             }
         });
+    });
+    // SAFETY: the tasks above wrote all N x B x oD x oH x oW values.
+    unsafe { out.set_len(g.out_len()) };
     out
+}
+
+/// `col[m][t][i] = padded[plane0 + offs[t] + m * row_stride + i]` for m < rows: each
+/// output voxel's inputs for every tap in one row (the first layer's few channels).
+fn im2col(
+    padded: &[f32],
+    plane0: usize,
+    offs: &[usize],
+    a: usize,
+    row_stride: usize,
+    rows: usize,
+    col: &mut [f32],
+) {
+    /// With the channel count a constant, each voxel's copy is a couple of moves instead
+    /// of a call to `memcpy`.
+    fn fixed<const A: usize>(
+        padded: &[f32],
+        plane0: usize,
+        offs: &[usize],
+        row_stride: usize,
+        rows: usize,
+        col: &mut [f32],
+    ) {
+        let k = offs.len() * A;
+        for (m, dst) in col.chunks_exact_mut(k).take(rows).enumerate() {
+            let base = plane0 + m * row_stride;
+            for (d, o) in dst.chunks_exact_mut(A).zip(offs) {
+                let src: &[f32; A] = padded[base + o..][..A].try_into().expect("A values");
+                d.copy_from_slice(src);
+            }
+        }
+    }
+    match a {
+        1 => fixed::<1>(padded, plane0, offs, row_stride, rows, col),
+        2 => fixed::<2>(padded, plane0, offs, row_stride, rows, col),
+        3 => fixed::<3>(padded, plane0, offs, row_stride, rows, col),
+        4 => fixed::<4>(padded, plane0, offs, row_stride, rows, col),
+        _ => {
+            let k = offs.len() * a;
+            for (m, dst) in col.chunks_exact_mut(k).take(rows).enumerate() {
+                for (t, o) in offs.iter().enumerate() {
+                    let src = plane0 + o + m * row_stride;
+                    dst[t * a..][..a].copy_from_slice(&padded[src..][..a]);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Per-thread accumulator of one output plane, reused across planes and layers.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread im2col rows of the first layer.
+    static COLUMNS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One output plane through the gemm crate (output channels not a multiple of 16, or no
+/// AVX-512), into the row-major `acc` (rows x B).
+fn gemm_plane(
+    padded: &[f32],
+    wt: &[f32],
+    g: &ConvGeometry,
+    plane0: usize,
+    unroll: bool,
+    offs: &[usize],
+    acc: &mut [f32],
+) {
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    let (rows, sw) = (g.rows(), g.stride[2]);
+    let plane_len = g.padded_plane();
+    let kw = g.kernel[2];
+    let groups = taps / kw;
+    let chunk = row_chunk(b);
+    if unroll {
+        let k = taps * a;
+        let mut col = vec![0f32; rows * k];
+        for (m, dst) in col.chunks_exact_mut(k).enumerate() {
+            for (t, o) in offs.iter().enumerate() {
+                let src = plane0 + o + m * sw * a;
+                dst[t * a..][..a].copy_from_slice(&padded[src..][..a]);
+            }
+        }
+        // SAFETY: `col` is rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
+        unsafe {
+            gemm::gemm(
+                rows,
+                b,
+                k,
+                acc.as_mut_ptr(),
+                1,
+                b as isize,
+                false,
+                col.as_ptr(),
+                1,
+                k as isize,
+                wt.as_ptr(),
+                1,
+                b as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        return;
+    }
+    for m0 in (0..rows).step_by(chunk) {
+        let mc = chunk.min(rows - m0);
+        // The kw taps of one (kd, kh) read kw consecutive A-blocks per row, so they form
+        // one product with inner dimension kw * A (rows overlap; only read).
+        for grp in 0..groups {
+            let t = grp * kw;
+            let (kd, off) = g.tap_offset(t);
+            let base = plane0 + kd * plane_len + off + m0 * sw * a;
+            assert!(base + (mc - 1) * sw * a + kw * a <= padded.len());
+            assert!(acc.len() >= (m0 + mc) * b && wt.len() >= (t + kw) * a * b);
+            // SAFETY: `acc` holds rows x B; the lhs rows (stride sw*A, kw*A wide) stay inside
+            // the padded input (asserted); `wt` holds taps x A x B.
+            unsafe {
+                gemm::gemm(
+                    mc,
+                    b,
+                    kw * a,
+                    acc.as_mut_ptr().add(m0 * b),
+                    1,
+                    b as isize,
+                    grp > 0,
+                    padded.as_ptr().add(base),
+                    1,
+                    (sw * a) as isize,
+                    wt.as_ptr().add(t * a * b),
+                    1,
+                    b as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        }
+    }
 }
 
 /// Transpose of [`gather`]: spreads `[N][oD][rows][B]` back onto the padded strided side.
@@ -748,14 +857,42 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let [dp, _, _] = g.padded();
     let plane_len = g.padded_plane();
     if let Some(kernel) = direct::Direct::for_channels(b) {
+        let offs = g.tap_offsets();
+        let unroll = a * g.kernel[2] < 16;
         let acc = deterministic_sum(g.batch * od, taps * a * b, |acc, task| {
             let (n, z) = (task / od, task % od);
-            let offs = g.tap_offsets();
+            let plane0 = (n * dp + z * g.stride[0]) * plane_len;
+            if unroll {
+                // Few channels (the first layer): every tap's inputs in one row per voxel,
+                // so the kernel keeps 16 of the taps x A weights in registers, not A.
+                let k = taps * a;
+                COLUMNS.with_borrow_mut(|col| {
+                    if col.len() < rows * k {
+                        col.resize(rows * k, 0.0);
+                    }
+                    im2col(padded, plane0, &offs, a, sw * a, rows, col);
+                    // SAFETY: `col` holds rows x k values, the gradient rows rows x B, `acc`
+                    // k x B (= taps x A x B).
+                    unsafe {
+                        kernel.wgrad(
+                            col.as_ptr(),
+                            &[0],
+                            k,
+                            k,
+                            rows_buf.as_ptr().add(task * rows * b),
+                            b,
+                            rows,
+                            acc.as_mut_ptr(),
+                        );
+                    }
+                });
+                return;
+            }
             // SAFETY: every row read is a valid row of the plane (module docs); the
             // gradient rows hold rows x B; `acc` holds taps x A x B.
             unsafe {
                 kernel.wgrad(
-                    padded.as_ptr().add((n * dp + z * g.stride[0]) * plane_len),
+                    padded.as_ptr().add(plane0),
                     &offs,
                     a,
                     sw * a,
