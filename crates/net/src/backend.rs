@@ -136,6 +136,23 @@ pub trait NetBackend: Backend {
     }
 
     /// `leaky(InstanceNorm(x) * gamma + beta)`, biased variance per (sample, channel).
+    /// `[a, b]` concatenated along the channels (the decoder's skip connection).
+    fn net_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_cat(vec![a, b], 1)
+    }
+
+    /// The inverse of [`NetBackend::net_cat_channels`] for its gradient: the first
+    /// `channels` channels and the rest, each a tensor of its own.
+    fn net_split_channels(
+        x: FloatTensor<Self>,
+        channels: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let total = x.shape()[1];
+        let x = wrap::<Self, 5>(x);
+        let first = float(x.clone().narrow(1, 0, channels));
+        (first, float(x.narrow(1, channels, total - channels)))
+    }
+
     fn net_norm_leaky(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -501,6 +518,28 @@ impl NetBackend for Flex {
         (tensor(vec![r.loss], &[1]), tensor(r.grad, &shape.to_vec()))
     }
 
+    fn net_split_channels(x: FlexTensor, channels: usize) -> (FlexTensor, FlexTensor) {
+        // burn's narrow gives strided views; every later use (the gradient sums of the
+        // skip connection, the convolutions' host copies) then walked them element by
+        // element (~5 % of a training step). Two plain copies instead.
+        let [n, c, d, h, w] = dims5(&x);
+        if x.dtype() != DType::F32 || channels > c {
+            let x = wrap::<Flex, 5>(x);
+            let first = float(x.clone().narrow(1, 0, channels.min(c)));
+            return (first, float(x.narrow(1, channels.min(c), c - channels.min(c))));
+        }
+        let v = d * h * w;
+        let data = f32s(&x);
+        let part = |lo: usize, k: usize| {
+            let mut out = Vec::with_capacity(n * k * v);
+            for b in 0..n {
+                out.extend_from_slice(&data[(b * c + lo) * v..][..k * v]);
+            }
+            tensor(out, &[n, k, d, h, w])
+        };
+        (part(0, channels), part(channels, c - channels))
+    }
+
     fn net_norm_leaky(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -664,6 +703,25 @@ impl<B: NetBackend> Backward<B, 3> for NormBackward {
 }
 
 #[derive(Debug)]
+struct CatBackward;
+
+impl<B: NetBackend> Backward<B, 2> for CatBackward {
+    type State = usize;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_a, node_b] = ops.parents;
+        let g = grads.consume::<B>(&ops.node);
+        let (ga, gb) = B::net_split_channels(g, ops.state);
+        if let Some(node) = node_a {
+            grads.register::<B>(node.id, ga);
+        }
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, gb);
+        }
+    }
+}
+
+#[derive(Debug)]
 struct DiceCeBackward;
 
 impl<B: NetBackend> Backward<B, 1> for DiceCeBackward {
@@ -775,6 +833,20 @@ impl<B: NetBackend, C: CheckpointStrategy> NetBackend for Autodiff<B, C> {
         }
     }
 
+    fn net_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let channels = a.primitive.shape()[1];
+        match CatBackward
+            .prepare::<C>([a.node.clone(), b.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(channels, B::net_cat_channels(a.primitive, b.primitive))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::net_cat_channels(a.primitive, b.primitive)),
+        }
+    }
+
     fn net_norm_leaky(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -824,6 +896,14 @@ fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 
 fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// `Tensor::cat(vec![a, b], 1)` through [`NetBackend::net_cat_channels`].
+pub fn cat_channels<B: NetBackend>(a: Tensor<B, 5>, b: Tensor<B, 5>) -> Tensor<B, 5> {
+    if !B::has_kernels() {
+        return Tensor::cat(vec![a, b], 1);
+    }
+    wrap(B::net_cat_channels(float(a), float(b)))
 }
 
 /// `conv.forward(x)` through [`NetBackend::net_conv3d`].

@@ -167,7 +167,7 @@ impl<B: NetBackend> UNet<B> {
                     }
                 },
             );
-            h = dec.forward(Tensor::cat(vec![up(h), skip], 1));
+            h = dec.forward(backend::cat_channels(up(h), skip));
             outs.push(head(h.clone()));
         }
         outs.reverse();
