@@ -22,6 +22,8 @@
 use crate::layout::{to_channels_first, to_channels_last, SyncPtr};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 mod amx;
 pub use amx::{bf16_supported, conv3d_bf16, conv3d_bf16_uses_amx};
@@ -180,37 +182,65 @@ pub fn conv3d_backward(
     check(g, "conv3d_backward input", x.len(), g.in_len());
     check(g, "conv3d_backward weight", weight.len(), g.weight_len());
     check(g, "conv3d_backward output gradient", gy.len(), g.out_len());
-    let rows = out_rows(gy, g);
+    let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
+    // Stride 1: the input gradient is a convolution of gy with the flipped, transposed
+    // kernel (padding k - 1 - p), which runs as the faster `gather`.
+    let stride1 = g.stride == [1, 1, 1] && (0..3).all(|i| g.padding[i] < g.kernel[i]);
+    let gt = ConvGeometry {
+        batch: g.batch,
+        in_channels: b,
+        out_channels: a,
+        in_size: g.out_size(),
+        kernel: g.kernel,
+        stride: [1, 1, 1],
+        padding: [0, 1, 2].map(|i| g.kernel[i].saturating_sub(1 + g.padding[i])),
+    };
+    // With k = 2p + 1 along W ("same" convolutions) the padded gy has the rows layout the
+    // weight gradient reads (row width W + 2p, junk rows on zero padding), so one
+    // channels-last copy of gy serves both gradients.
+    let shared = stride1 && g.kernel[2] == 2 * g.padding[2] + 1;
+    let gy_padded = (stride1 && (want_input || shared)).then(|| pad_channels_last(gy, &gt));
+    let [od, _, _] = g.out_size();
+    let (rows_buf, rows_at): (Cow<'_, [f32]>, Box<dyn Fn(usize) -> usize + Sync>) =
+        match (&gy_padded, shared) {
+            (Some(p), true) => {
+                let [_, hq, wq] = gt.padded();
+                let q = gt.padding;
+                let plane = hq * wq * b;
+                let first = (q[1] * wq + q[2]) * b;
+                (
+                    Cow::Borrowed(p.as_slice()),
+                    Box::new(move |task| {
+                        let (n, z) = (task / od, task % od);
+                        (n * (od + 2 * q[0]) + z + q[0]) * plane + first
+                    }),
+                )
+            }
+            _ => {
+                let per = g.rows() * b;
+                (
+                    Cow::Owned(out_rows(gy, g)),
+                    Box::new(move |task| task * per),
+                )
+            }
+        };
     let input = if !want_input {
         Vec::new()
-    } else if g.stride == [1, 1, 1] && (0..3).all(|i| g.padding[i] < g.kernel[i]) {
-        // Stride 1: the input gradient is a convolution of gy with the flipped, transposed
-        // kernel, which runs as the faster `gather`.
-        let taps = g.taps();
-        let (a, b) = (g.in_channels, g.out_channels);
+    } else if let Some(p) = &gy_padded {
         let flipped = relayout(weight, a, b, taps, |o, i, t| {
             (i * b + o) * taps + (taps - 1 - t)
         });
-        let gt = ConvGeometry {
-            batch: g.batch,
-            in_channels: b,
-            out_channels: a,
-            in_size: g.out_size(),
-            kernel: g.kernel,
-            stride: [1, 1, 1],
-            padding: [0, 1, 2].map(|i| g.kernel[i] - 1 - g.padding[i]),
-        };
-        gather(&pad_channels_last(gy, &gt), &flipped, None, &gt)
+        gather(p, &flipped, None, &gt)
     } else {
         match direct::Direct::for_channels(g.in_channels) {
-            Some(kernel) => scatter_direct(&rows, weight, g, kernel),
-            None => unpad_channels_first(&scatter(&rows, weight, g), g),
+            Some(kernel) => scatter_direct(&rows_buf, weight, g, kernel),
+            None => unpad_channels_first(&scatter(&rows_buf, weight, g), g),
         }
     };
     let padded = pad_channels_last(x, g);
     ConvGrads {
         input,
-        weight: wgrad(&padded, &rows, g),
+        weight: wgrad(&padded, &rows_buf, &rows_at, g),
         bias: channel_sums(gy, g.batch, g.out_channels),
     }
 }
@@ -343,7 +373,12 @@ pub fn conv_transpose3d_backward(
     };
     ConvGrads {
         input,
-        weight: wgrad(&padded, &out_rows(x, g), g),
+        weight: wgrad(
+            &padded,
+            &out_rows(x, g),
+            &|task| task * g.rows() * g.out_channels,
+            g,
+        ),
         bias: channel_sums(gy, g.batch, g.in_channels),
     }
 }
@@ -354,25 +389,47 @@ fn pad_channels_last(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let [pd, ph, pw] = g.padding;
     let [dp, hp, wp] = g.padded();
     let a = g.in_channels;
-    let mut out = vec![0f32; g.batch * dp * hp * wp * a + slack(g)];
-    out.par_chunks_mut(hp * wp * a)
-        .enumerate()
-        .for_each(|(plane, dst)| {
-            let (n, zp) = (plane / dp, plane % dp);
-            if plane >= g.batch * dp || zp < pd || zp >= pd + d {
-                return;
-            }
-            let z = zp - pd;
-            for y in 0..h {
-                let row = &mut dst[((y + ph) * wp + pw) * a..][..w * a];
-                let src = &x[(n * a * d + z) * h * w + y * w..];
-                assert!(src.len() > (a - 1) * d * h * w + w - 1);
-                // SAFETY: `src` holds A channels of W values at stride D*H*W (checked
-                // above), `row` W voxels of A channels.
-                unsafe { to_channels_last(src.as_ptr(), d * h * w, a, w, row.as_mut_ptr(), a) };
-            }
-        });
+    let plane = hp * wp * a;
+    let len = g.batch * dp * plane + slack(g);
+    // Only the padding is zeroed: the interior is written once, by the transpose (zeroing
+    // it first cost as much again in memory traffic).
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let base = SyncPtr(out.as_mut_ptr());
+    (0..g.batch * dp).into_par_iter().for_each(|pi| {
+        // SAFETY: task `pi` alone writes plane `pi` (plane values from pi * plane), inside
+        // the capacity; every value of it is written below before `set_len`.
+        let dst: &mut [MaybeUninit<f32>] =
+            unsafe { std::slice::from_raw_parts_mut(base.get().add(pi * plane).cast(), plane) };
+        let (n, zp) = (pi / dp, pi % dp);
+        if zp < pd || zp >= pd + d {
+            zero(dst);
+            return;
+        }
+        let z = zp - pd;
+        zero(&mut dst[..ph * wp * a]);
+        zero(&mut dst[(ph + h) * wp * a..]);
+        for y in 0..h {
+            let line = &mut dst[(y + ph) * wp * a..][..wp * a];
+            zero(&mut line[..pw * a]);
+            zero(&mut line[(pw + w) * a..]);
+            let row = &mut line[pw * a..][..w * a];
+            let src = &x[(n * a * d + z) * h * w + y * w..];
+            assert!(src.len() > (a - 1) * d * h * w + w - 1);
+            // SAFETY: `src` holds A channels of W values at stride D*H*W (asserted), `row` W
+            // voxels of A channels.
+            unsafe { to_channels_last(src.as_ptr(), d * h * w, a, w, row.as_mut_ptr().cast(), a) };
+        }
+    });
+    // SAFETY: the slack is inside the capacity; then every value has been written.
+    unsafe {
+        std::ptr::write_bytes(base.get().add(g.batch * dp * plane), 0, slack(g));
+        out.set_len(len);
+    }
     out
+}
+
+fn zero(values: &mut [MaybeUninit<f32>]) {
+    values.fill(MaybeUninit::new(0.0));
 }
 
 /// Zeros after the padded planes: the direct kernel's last row block may read this far.
@@ -515,9 +572,9 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
                 let add = bias.map_or(0.0, |bb| bb[c]);
                 // SAFETY: task (n, z) alone writes these oH*oW values of `out`, whose
                 // capacity is out_len; `set_len` follows once every task has written.
-                let plane = unsafe {
+                let plane: &mut [MaybeUninit<f32>] = unsafe {
                     std::slice::from_raw_parts_mut(
-                        dst.get().add(((n * b + c) * od + z) * oh * ow),
+                        dst.get().add(((n * b + c) * od + z) * oh * ow).cast(),
                         oh * ow,
                     )
                 };
@@ -526,11 +583,11 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
                         // Column-major: this channel's rows are contiguous.
                         let src = &acc[c * ld + y * rw..][..ow];
                         for (v, s) in row.iter_mut().zip(src) {
-                            *v = s + add;
+                            v.write(s + add);
                         }
                     } else {
                         for (i, v) in row.iter_mut().enumerate() {
-                            *v = acc[(y * rw + i) * b + c] + add;
+                            v.write(acc[(y * rw + i) * b + c] + add);
                         }
                     }
                 }
@@ -850,7 +907,14 @@ fn deterministic_sum(tasks: usize, len: usize, add: impl Fn(&mut [f32], usize) +
 }
 
 /// Weight gradient: sum over planes of `padded_tap^T @ rows`, in burn's weight layout.
-fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
+/// `rows_at(task)` is where plane `task` (= n * oD + z) of the output gradient's rows starts
+/// in `rows_buf` (rows x B values, zero junk rows).
+fn wgrad(
+    padded: &[f32],
+    rows_buf: &[f32],
+    rows_at: &(dyn Fn(usize) -> usize + Sync),
+    g: &ConvGeometry,
+) -> Vec<f32> {
     let (a, b, taps) = (g.in_channels, g.out_channels, g.taps());
     let [od, _, _] = g.out_size();
     let (rows, sw) = (g.rows(), g.stride[2]);
@@ -879,7 +943,7 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
                             &[0],
                             k,
                             k,
-                            rows_buf.as_ptr().add(task * rows * b),
+                            rows_buf.as_ptr().add(rows_at(task)),
                             b,
                             rows,
                             acc.as_mut_ptr(),
@@ -896,7 +960,7 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
                     &offs,
                     a,
                     sw * a,
-                    rows_buf.as_ptr().add(task * rows * b),
+                    rows_buf.as_ptr().add(rows_at(task)),
                     b,
                     rows,
                     acc.as_mut_ptr(),
@@ -915,7 +979,7 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
     }
     let acc = deterministic_sum(g.batch * od, taps * a * b, |acc, task| {
         let (n, z) = (task / od, task % od);
-        let src = &rows_buf[task * rows * b..][..rows * b];
+        let src = &rows_buf[rows_at(task)..][..rows * b];
         let kw = g.kernel[2];
         for t in (0..taps).step_by(kw) {
             let (kd, off) = g.tap_offset(t);
@@ -966,9 +1030,29 @@ fn wgrad(padded: &[f32], rows_buf: &[f32], g: &ConvGeometry) -> Vec<f32> {
 /// Sum per channel of `[N][C][..]` (the bias gradient).
 fn channel_sums(x: &[f32], n: usize, c: usize) -> Vec<f32> {
     let len = x.len() / (n * c);
+    // Rows in parallel, 16 f32 lanes over runs of 256 values, runs added in f64: vectorised,
+    // and the same bits for any thread count (each row's order is fixed).
+    let rows: Vec<f64> = x
+        .par_chunks(len.max(1))
+        .map(|row| {
+            row.chunks(256)
+                .map(|run| {
+                    let mut lanes = [0f32; 16];
+                    let mut blocks = run.chunks_exact(16);
+                    for b in &mut blocks {
+                        for (l, v) in lanes.iter_mut().zip(b) {
+                            *l += v;
+                        }
+                    }
+                    let tail: f32 = blocks.remainder().iter().sum();
+                    lanes.iter().map(|v| *v as f64).sum::<f64>() + tail as f64
+                })
+                .sum::<f64>()
+        })
+        .collect();
     let mut s = vec![0f64; c];
-    for (r, row) in x.chunks(len).enumerate() {
-        s[r % c] += row.iter().map(|v| *v as f64).sum::<f64>();
+    for (r, v) in rows.iter().enumerate() {
+        s[r % c] += v;
     }
     s.into_iter().map(|v| v as f32).collect()
 }

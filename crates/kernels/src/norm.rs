@@ -13,6 +13,7 @@
 //! count, so every output bit is the same on every machine and run.
 
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Per-(batch, channel) statistics saved by the forward pass for the backward pass.
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ fn map_blocks<T: Send>(len: usize, f: impl Fn(std::ops::Range<usize>) -> T + Syn
 
 /// `f(offset, block)` for each block of a row that is written, serial or parallel as in
 /// [`map_blocks`].
-fn for_each_block_mut(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+fn for_each_block_mut<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     if out.len() <= BLOCK {
         f(0, out)
     } else {
@@ -197,9 +198,16 @@ fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
 
 /// Applies normalisation, affine and activation to one block of one row.
 #[inline(never)]
-fn forward_block(x: &[f32], y: &mut [f32], mean: f32, scale: f32, beta: f32, slope: f32) {
+fn forward_block(
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    mean: f32,
+    scale: f32,
+    beta: f32,
+    slope: f32,
+) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = leaky((x - mean) * scale + beta, slope);
+        y.write(leaky((x - mean) * scale + beta, slope));
     }
 }
 
@@ -234,12 +242,14 @@ pub fn instance_norm_leaky_forward(
 ) -> (Vec<f32>, NormStats) {
     check_shapes("x", x.len(), n, c, spatial);
     check_affine(gamma, beta, c);
-    let mut y = vec![0.0f32; x.len()];
     if x.is_empty() {
-        return (y, empty_stats(n * c));
+        return (Vec::new(), empty_stats(n * c));
     }
+    // The output is written once, without zeroing it first (that was a whole extra pass
+    // over memory).
+    let mut y: Vec<f32> = Vec::with_capacity(x.len());
     // Statistics and output row by row, so that the second read of a row hits the cache.
-    let (mean, rstd) = y
+    let (mean, rstd) = y.spare_capacity_mut()[..x.len()]
         .par_chunks_mut(spatial)
         .zip(x.par_chunks(spatial))
         .enumerate()
@@ -252,6 +262,9 @@ pub fn instance_norm_leaky_forward(
             (mean, rstd)
         })
         .unzip();
+    // SAFETY: every row's blocks were written by `forward_block`, which writes each value
+    // of its block.
+    unsafe { y.set_len(x.len()) };
     (y, NormStats { mean, rstd })
 }
 

@@ -526,7 +526,10 @@ impl NetBackend for Flex {
         if x.dtype() != DType::F32 || channels > c {
             let x = wrap::<Flex, 5>(x);
             let first = float(x.clone().narrow(1, 0, channels.min(c)));
-            return (first, float(x.narrow(1, channels.min(c), c - channels.min(c))));
+            return (
+                first,
+                float(x.narrow(1, channels.min(c), c - channels.min(c))),
+            );
         }
         let v = d * h * w;
         let data = f32s(&x);
