@@ -201,29 +201,28 @@ pub fn conv3d_backward(
     let shared = stride1 && g.kernel[2] == 2 * g.padding[2] + 1;
     let gy_padded = (stride1 && (want_input || shared)).then(|| pad_channels_last(gy, &gt));
     let [od, _, _] = g.out_size();
-    let (rows_buf, rows_at): (Cow<'_, [f32]>, Box<dyn Fn(usize) -> usize + Sync>) =
-        match (&gy_padded, shared) {
-            (Some(p), true) => {
-                let [_, hq, wq] = gt.padded();
-                let q = gt.padding;
-                let plane = hq * wq * b;
-                let first = (q[1] * wq + q[2]) * b;
-                (
-                    Cow::Borrowed(p.as_slice()),
-                    Box::new(move |task| {
-                        let (n, z) = (task / od, task % od);
-                        (n * (od + 2 * q[0]) + z + q[0]) * plane + first
-                    }),
-                )
-            }
-            _ => {
-                let per = g.rows() * b;
-                (
-                    Cow::Owned(out_rows(gy, g)),
-                    Box::new(move |task| task * per),
-                )
-            }
-        };
+    let (rows_buf, rows_at): (Cow<'_, [f32]>, RowsAt) = match (&gy_padded, shared) {
+        (Some(p), true) => {
+            let [_, hq, wq] = gt.padded();
+            let q = gt.padding;
+            let plane = hq * wq * b;
+            let first = (q[1] * wq + q[2]) * b;
+            (
+                Cow::Borrowed(p.as_slice()),
+                Box::new(move |task| {
+                    let (n, z) = (task / od, task % od);
+                    (n * (od + 2 * q[0]) + z + q[0]) * plane + first
+                }),
+            )
+        }
+        _ => {
+            let per = g.rows() * b;
+            (
+                Cow::Owned(out_rows(gy, g)),
+                Box::new(move |task| task * per),
+            )
+        }
+    };
     let input = if !want_input {
         Vec::new()
     } else if let Some(p) = &gy_padded {
@@ -244,6 +243,9 @@ pub fn conv3d_backward(
         bias: channel_sums(gy, g.batch, g.out_channels),
     }
 }
+
+/// Where each output plane's gradient rows start (see [`wgrad`]).
+type RowsAt = Box<dyn Fn(usize) -> usize + Sync>;
 
 /// Transposed convolution: `x` is the non-strided side `[N][B][oD][oH][oW]` (with `g.out_size()`),
 /// `weight` `[B][A][k..]` (burn's `[in, out, k..]`); returns the strided side `[N][A][D][H][W]`.
