@@ -141,13 +141,20 @@ fn demo_then_predict_on_dicom() {
 
     // The same prediction with burn's own layers (the path before the hand-written kernels,
     // GLANDSEG_BURN_KERNELS=1): per-class Dice >= 0.999 and nearly equal probabilities.
-    let predict_nifti = |dest: &Path, burn: bool| {
+    let predict_nifti = |dest: &Path, burn: bool, precision: &str| {
         let mut cmd = glandseg();
         if burn {
             cmd.env("GLANDSEG_BURN_KERNELS", "1");
         }
         let o = cmd
-            .args(["predict", "--quiet", "--save-probabilities", "-m"])
+            .args([
+                "predict",
+                "--quiet",
+                "--save-probabilities",
+                "--precision",
+                precision,
+            ])
+            .arg("-m")
             .arg(out.join("model"))
             .arg("-i")
             .arg(&dicom_case)
@@ -157,26 +164,50 @@ fn demo_then_predict_on_dicom() {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
+    let dice_per_class = |a: &Path, b: &Path, min: f64| {
+        let a = glandseg_nifti::read_labels(&a.join("GLAND_000.nii.gz")).unwrap();
+        let b = glandseg_nifti::read_labels(&b.join("GLAND_000.nii.gz")).unwrap();
+        for class in 0..=6u8 {
+            let (mut both, mut na, mut nb) = (0usize, 0usize, 0usize);
+            for (x, y) in a.as_slice().iter().zip(b.as_slice()) {
+                na += usize::from(*x == class);
+                nb += usize::from(*y == class);
+                both += usize::from(*x == class && *y == class);
+            }
+            if na + nb > 0 {
+                let dice = 2.0 * both as f64 / (na + nb) as f64;
+                assert!(
+                    dice >= min,
+                    "class {class}: Dice {dice} ({na} vs {nb} voxels)"
+                );
+            }
+        }
+    };
     let (fast, before) = (dir.path().join("kernels"), dir.path().join("burn"));
-    predict_nifti(&fast, false);
-    predict_nifti(&before, true);
-    let a = glandseg_nifti::read_labels(&fast.join("GLAND_000.nii.gz")).unwrap();
-    let b = glandseg_nifti::read_labels(&before.join("GLAND_000.nii.gz")).unwrap();
-    for class in 0..=6u8 {
-        let (mut both, mut na, mut nb) = (0usize, 0usize, 0usize);
-        for (x, y) in a.as_slice().iter().zip(b.as_slice()) {
-            na += usize::from(*x == class);
-            nb += usize::from(*y == class);
-            both += usize::from(*x == class && *y == class);
-        }
-        if na + nb > 0 {
-            let dice = 2.0 * both as f64 / (na + nb) as f64;
-            assert!(
-                dice >= 0.999,
-                "class {class}: Dice {dice} ({na} vs {nb} voxels)"
-            );
-        }
-    }
+    predict_nifti(&fast, false, "f32");
+    predict_nifti(&before, true, "f32");
+    dice_per_class(&fast, &before, 0.999);
+
+    // bf16 (AMX) inference: labels within a Dice of 0.005 of f32 per class. Where the CPU
+    // has no AMX the run is f32 and says so in a warning.
+    let low = dir.path().join("bf16");
+    predict_nifti(&low, false, "bf16");
+    dice_per_class(&fast, &low, 0.995);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(low.join("GLAND_000").join("prediction.json")).unwrap(),
+    )
+    .unwrap();
+    let ran = report["precision"].as_str().unwrap();
+    let warned = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap_or("").contains("bf16"));
+    assert!(
+        (ran == "bf16" && !warned) || (ran == "f32" && warned),
+        "precision {ran}, warnings {}",
+        report["warnings"]
+    );
     let probs = fast.join("GLAND_000").join("probabilities");
     let mut compared = 0;
     for entry in std::fs::read_dir(&probs).unwrap() {

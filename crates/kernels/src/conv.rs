@@ -260,17 +260,19 @@ pub fn conv_transpose3d(
     check(g, "conv_transpose3d input", x.len(), g.out_len());
     check(g, "conv_transpose3d weight", weight.len(), g.weight_len());
     let exact = (0..3).all(|i| g.in_size[i] == g.out_size()[i] * g.stride[i]);
-    let mut y = match (g.kernel == g.stride && g.padding == [0; 3] && exact)
+    match (g.kernel == g.stride && g.padding == [0; 3] && exact)
         .then(|| direct::Direct::for_channels(g.in_channels))
         .flatten()
     {
-        Some(kernel) => upsample_direct(x, weight, g, kernel),
-        None => unpad_channels_first(&scatter(&out_rows(x, g), weight, g), g),
-    };
-    if let Some(b) = bias {
-        add_channel_bias(&mut y, b, g.batch, g.in_channels);
+        Some(kernel) => upsample_direct(x, weight, bias, g, kernel),
+        None => {
+            let mut y = unpad_channels_first(&scatter(&out_rows(x, g), weight, g), g);
+            if let Some(b) = bias {
+                add_channel_bias(&mut y, b, g.batch, g.in_channels);
+            }
+            y
+        }
     }
-    y
 }
 
 /// Transposed convolution with kernel == stride (the U-Net's upsampling): the taps do not
@@ -279,6 +281,7 @@ pub fn conv_transpose3d(
 fn upsample_direct(
     x: &[f32],
     weight: &[f32],
+    bias: Option<&[f32]>,
     g: &ConvGeometry,
     kernel: direct::Direct,
 ) -> Vec<f32> {
@@ -301,11 +304,19 @@ fn upsample_direct(
     let ld = rows + DIRECT_ROWS_MAX;
     // [tap][B][A]: the 1x1 weights of each tap.
     let wt = relayout(weight, a, b, taps, |o, i, t| (t * b + o) * a + i);
-    // Per (n, xd): taps x A x ld values, column-major per tap.
-    let planes: Vec<Vec<f32>> = (0..g.batch * xd)
-        .into_par_iter()
-        .map(|task| {
-            let mut out = vec![0f32; taps * a * ld];
+    let [_, kh, kw] = g.kernel;
+    // kernel == stride and exact sizes: every value of y is written exactly once below.
+    let mut y: Vec<f32> = Vec::with_capacity(g.in_len());
+    let dst = SyncPtr(y.as_mut_ptr());
+    (0..g.batch * xd).into_par_iter().for_each(|task| {
+        let (n, zx) = (task / xd, task % xd);
+        SCRATCH.with_borrow_mut(|scratch| {
+            // Per tap A columns of ld rows, each fully written by the kernel before it is
+            // read: the thread's scratch is reused without zeroing.
+            if scratch.len() < taps * a * ld {
+                scratch.resize(taps * a * ld, 0.0);
+            }
+            let out = &mut scratch[..taps * a * ld];
             for t in 0..taps {
                 // SAFETY: `xl` carries the direct kernel's slack after its last plane; `out`
                 // has ld >= rows + block rows per channel; `wt` holds B x A for this tap.
@@ -323,26 +334,34 @@ fn upsample_direct(
                     );
                 }
             }
-            out
-        })
-        .collect();
-    let [_, kh, kw] = g.kernel;
-    let mut y = vec![0f32; g.in_len()];
-    y.par_chunks_mut(yh * yw).enumerate().for_each(|(r, dst)| {
-        let (n, c, z) = (r / (a * yd), (r / yd) % a, r % yd);
-        let (zx, tz) = (z / sd, z % sd);
-        let plane = &planes[n * xd + zx];
-        for (yy, row) in dst.chunks_exact_mut(yw).enumerate() {
-            let (yx, ty) = (yy / sh, yy % sh);
-            for tx in 0..kw {
-                let t = (tz * kh + ty) * kw + tx;
-                let src = &plane[(t * a + c) * ld + yx * xw..][..xw];
-                for (i, v) in src.iter().enumerate() {
-                    row[i * sw + tx] = *v;
+            for c in 0..a {
+                let add = bias.map_or(0.0, |bb| bb[c]);
+                for tz in 0..sd {
+                    let z = zx * sd + tz;
+                    // SAFETY: task (n, zx) alone writes planes z = zx * sd + tz of batch n
+                    // (every channel), inside the capacity of in_len values.
+                    let plane: &mut [MaybeUninit<f32>] = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.get().add(((n * a + c) * yd + z) * yh * yw).cast(),
+                            yh * yw,
+                        )
+                    };
+                    for (yy, row) in plane.chunks_exact_mut(yw).enumerate() {
+                        let (yx, ty) = (yy / sh, yy % sh);
+                        for tx in 0..kw {
+                            let t = (tz * kh + ty) * kw + tx;
+                            let src = &out[(t * a + c) * ld + yx * xw..][..xw];
+                            for (i, v) in src.iter().enumerate() {
+                                row[i * sw + tx].write(v + add);
+                            }
+                        }
+                    }
                 }
             }
-        }
+        });
     });
+    // SAFETY: every value was written above.
+    unsafe { y.set_len(g.in_len()) };
     y
 }
 
