@@ -160,6 +160,7 @@ def main():
         "framework": f"pytorch {torch.__version__}",
         "threads": a.threads, "patch": p, "batch": a.batch, "features": feats,
         "classes": a.classes, "train_step_s": sum(times) / len(times),
+        "train_step_min_s": min(times),
         "inference_s": infer, "inference_size": a.infer_size,
     }))
 

@@ -152,6 +152,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "features": stages.iter().map(|s| s.features).collect::<Vec<_>>(),
         "classes": a.classes,
         "train_step_s": train_step,
+        "train_step_min_s": step_times.iter().cloned().fold(f64::INFINITY, f64::min),
         "inference_s": infer,
         "inference_bf16": infer_bf16,
         "inference_size": a.infer_size,
