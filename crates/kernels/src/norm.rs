@@ -268,6 +268,18 @@ pub fn instance_norm_leaky_forward(
     (y, NormStats { mean, rstd })
 }
 
+/// The statistics [`instance_norm_leaky_forward`] returns, without computing its output:
+/// the backward pass recomputes them (one read of `x`) rather than keeping them per layer.
+/// Bit-identical to the forward's.
+pub fn instance_norm_stats(x: &[f32], n: usize, c: usize, spatial: usize, eps: f32) -> NormStats {
+    check_shapes("x", x.len(), n, c, spatial);
+    if x.is_empty() {
+        return empty_stats(n * c);
+    }
+    let (mean, rstd) = x.par_chunks(spatial).map(|row| row_stats(row, eps)).unzip();
+    NormStats { mean, rstd }
+}
+
 /// The inference path of [`instance_norm_leaky_forward`]: the activation overwrites its input,
 /// saving the allocation (whose first touch of fresh pages costs as much as the kernel).
 /// Bit-identical to the allocating version.

@@ -3,6 +3,7 @@
 
 use glandseg_kernels::norm::{
     instance_norm_leaky_backward, instance_norm_leaky_forward, instance_norm_leaky_forward_inplace,
+    instance_norm_stats,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -126,6 +127,10 @@ fn check_against_reference(seed: u64, n: usize, c: usize, s: usize, offset: f32,
     );
     assert_eq!(stats_inplace.mean, stats.mean);
     assert_eq!(stats_inplace.rstd, stats.rstd);
+    // The backward pass recomputes the statistics alone: they must be the forward's bits.
+    let alone = instance_norm_stats(&x, n, c, s, EPS);
+    assert_eq!(alone.mean, stats.mean, "{tag}: statistics alone differ");
+    assert_eq!(alone.rstd, stats.rstd, "{tag}: statistics alone differ");
 
     let (gx, dgamma, dbeta) =
         instance_norm_leaky_backward(&x, &gy, n, c, s, &gamma, &beta, &stats, SLOPE);

@@ -188,8 +188,7 @@ pub trait NetBackend: Backend {
         let (xs, gs, bs, gys) = (host(x), host(gamma), host(beta), host(gy));
         let (n, c) = (shape[0], shape[1]);
         let s = shape.num_elements() / (n * c);
-        let (_, stats) =
-            norm::instance_norm_leaky_forward(&xs, n, c, s, &gs, &bs, eps as f32, slope as f32);
+        let stats = norm::instance_norm_stats(&xs, n, c, s, eps as f32);
         let (gx, dgamma, dbeta) =
             norm::instance_norm_leaky_backward(&xs, &gys, n, c, s, &gs, &bs, &stats, slope as f32);
         let upload = |v: Vec<f32>, to: Shape| {
@@ -607,8 +606,7 @@ impl NetBackend for Flex {
         let s = shape.num_elements() / (n * c);
         let (xs, gs, bs) = (f32s(&x), f32s(&gamma), f32s(&beta));
         // The forward's statistics are recomputed (one pass over x) rather than stored.
-        let (_, stats) =
-            norm::instance_norm_leaky_forward(&xs, n, c, s, &gs, &bs, eps as f32, slope as f32);
+        let stats = norm::instance_norm_stats(&xs, n, c, s, eps as f32);
         let (gx, dgamma, dbeta) = norm::instance_norm_leaky_backward(
             &xs,
             &f32s(&gy),
