@@ -694,12 +694,7 @@ fn gemm_plane(
     if unroll {
         let k = taps * a;
         let mut col = vec![0f32; rows * k];
-        for (m, dst) in col.chunks_exact_mut(k).enumerate() {
-            for (t, o) in offs.iter().enumerate() {
-                let src = plane0 + o + m * sw * a;
-                dst[t * a..][..a].copy_from_slice(&padded[src..][..a]);
-            }
-        }
+        im2col(padded, plane0, offs, a, sw * a, rows, &mut col);
         // SAFETY: `col` is rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
         unsafe {
             gemm::gemm(
