@@ -545,12 +545,8 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
                     // The taps of the few channels as one long row per output voxel (a small
                     // im2col), then a single-tap product through the direct kernel.
                     let k = taps * a;
-                    COLUMNS.with_borrow_mut(|col| {
-                        // Rows past `rows` feed only discarded outputs: left as they are.
-                        if col.len() < ld * k {
-                            col.resize(ld * k, 0.0);
-                        }
-                        im2col(padded, plane0, &offs, a, sw * a, rows, col);
+                    // Rows past `rows` (up to ld) feed only discarded outputs.
+                    with_im2col(padded, plane0, &offs, a, sw * a, rows, ld * k, |col| {
                         // SAFETY: `col` holds ld >= rows + block rows of k values, `wt` k x B,
                         // `acc` B columns of ld.
                         unsafe {
@@ -618,6 +614,28 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
     // SAFETY: the tasks above wrote all N x B x oD x oH x oW values.
     unsafe { out.set_len(g.out_len()) };
     out
+}
+
+/// Runs `f` on this thread's im2col buffer (at least `len` values) after filling its first
+/// `rows` rows with [`im2col`]; values past them are left from earlier use.
+#[allow(clippy::too_many_arguments)]
+fn with_im2col<T>(
+    padded: &[f32],
+    plane0: usize,
+    offs: &[usize],
+    a: usize,
+    row_stride: usize,
+    rows: usize,
+    len: usize,
+    f: impl FnOnce(&[f32]) -> T,
+) -> T {
+    COLUMNS.with_borrow_mut(|col| {
+        if col.len() < len {
+            col.resize(len, 0.0);
+        }
+        im2col(padded, plane0, offs, a, row_stride, rows, col);
+        f(col)
+    })
 }
 
 /// `col[m][t][i] = padded[plane0 + offs[t] + m * row_stride + i]` for m < rows: each
@@ -946,11 +964,7 @@ fn wgrad(
                 // Few channels (the first layer): every tap's inputs in one row per voxel,
                 // so the kernel keeps 16 of the taps x A weights in registers, not A.
                 let k = taps * a;
-                COLUMNS.with_borrow_mut(|col| {
-                    if col.len() < rows * k {
-                        col.resize(rows * k, 0.0);
-                    }
-                    im2col(padded, plane0, &offs, a, sw * a, rows, col);
+                with_im2col(padded, plane0, &offs, a, sw * a, rows, rows * k, |col| {
                     // SAFETY: `col` holds rows x k values, the gradient rows rows x B, `acc`
                     // k x B (= taps x A x B).
                     unsafe {
