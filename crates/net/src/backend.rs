@@ -119,7 +119,8 @@ pub trait NetBackend: Backend {
             .to_vec::<i64>()
             .expect("i64 labels")
             .into_iter()
-            .map(|v| v as u8)
+            // Out of range stays out of range (the kernel then names it) instead of wrapping.
+            .map(|v| u8::try_from(v).unwrap_or(u8::MAX))
             .collect();
         let z = z.to_vec::<f32>().expect("f32 logits");
         let (n, c) = (shape[0], shape[1]);
@@ -511,7 +512,8 @@ impl NetBackend for Flex {
             .to_vec::<i64>()
             .expect("integer labels")
             .into_iter()
-            .map(|v| v as u8)
+            // Out of range stays out of range (the kernel then names it) instead of wrapping.
+            .map(|v| u8::try_from(v).unwrap_or(u8::MAX))
             .collect();
         let r = loss::dice_ce(&f32s(&logits), &l, n, c, shape.num_elements() / (n * c));
         (tensor(vec![r.loss], &[1]), tensor(r.grad, &shape.to_vec()))
