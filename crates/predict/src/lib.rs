@@ -12,7 +12,7 @@ use glandseg_core::{Geometry, Volume};
 use glandseg_net::{NetBackend, Precision, UNet};
 use glandseg_ops::resample::{resample, Interpolation};
 use glandseg_train::model_folder::ModelFolder;
-use glandseg_train::preprocess::{onto_first_grid, preprocess_images};
+use glandseg_train::preprocess::preprocess_images;
 use glandseg_train::{Result, TrainError};
 use indicatif::ProgressBar;
 pub use postprocess::{ComponentRule, LateralityCheck};
@@ -111,7 +111,7 @@ impl<B: NetBackend> Predictor<B> {
     }
 
     /// Segments one case. `images` are the plan's channels in order (CT first); other
-    /// channels may be on their own grids and are resampled onto the CT's.
+    /// channels may be on their own grids (resampled straight onto the network's grid).
     pub fn predict(
         &self,
         images: Vec<Volume<f32>>,
@@ -128,7 +128,9 @@ impl<B: NetBackend> Predictor<B> {
                 images.len()
             )));
         }
-        let images = onto_first_grid(images);
+        // Other channels stay on their own grids: `preprocess_images` resamples each one
+        // straight onto the network's grid (one interpolation, and no whole-CT-grid copy
+        // of a whole-body PET).
         let ct_grid = images[0].geometry().clone();
         let is_ct = plan
             .channels
@@ -214,9 +216,11 @@ impl<B: NetBackend> Predictor<B> {
                 kept.push(on_ct);
             }
         }
-        let mut labels = place(&arg, &ct_grid, region.0, 0u8);
-        postprocess::filter_components(&mut labels, &plan.labels, &opts.components);
-        let laterality = postprocess::check_laterality(&labels, &plan.labels);
+        // Components and laterality on the region (everything outside it is background),
+        // not on a whole-body grid.
+        postprocess::filter_components(&mut arg, &plan.labels, &opts.components);
+        let laterality = postprocess::check_laterality(&arg, &plan.labels);
+        let labels = place(&arg, &ct_grid, region.0, 0u8);
         for l in &laterality {
             if let Some(m) = &l.message {
                 warnings.push(m.clone());
