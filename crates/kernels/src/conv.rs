@@ -564,6 +564,23 @@ fn gather(padded: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &ConvGeometry
                         }
                     });
                 }
+                Some(kernel) if sw == 1 => {
+                    // SAFETY: as below; the taps come in runs of kw one voxel apart (the
+                    // (kd, kh, kw) row-major order of `tap_offsets`).
+                    unsafe {
+                        kernel.run_stride1(
+                            padded.as_ptr().add(plane0),
+                            &offs,
+                            g.kernel[2],
+                            a,
+                            wt.as_ptr(),
+                            b,
+                            rows,
+                            acc.as_mut_ptr(),
+                            ld,
+                        );
+                    }
+                }
                 Some(kernel) => {
                     // SAFETY: the padded buffer carries `slack` zeros at its end, so the up to
                     // DIRECT_ROWS_MAX - 1 rows past `rows` a block reads stay inside it; `acc`
@@ -1141,7 +1158,7 @@ mod direct {
         ///
         /// # Safety
         /// Every read and write implied above must be inside its buffer, for `rows` rounded
-        /// up to a multiple of the block's rows (at most 24).
+        /// up to a multiple of the block's rows (at most `DIRECT_ROWS_MAX`).
         #[allow(unused_variables)]
         pub unsafe fn run(
             &self,
@@ -1172,6 +1189,58 @@ mod direct {
     }
 
     impl Direct {
+        /// [`Direct::run`] for a stride-1 row (`row_stride` = `a`) whose taps come in runs of
+        /// `kw` (the kernel width) one voxel apart: `offs[g * kw + k] = offs[g * kw] + k * a`.
+        /// Kernel width 3 with output channels in blocks of one or two vectors: see
+        /// [`block_kw`]; otherwise the same as `run`.
+        ///
+        /// # Safety
+        /// As for [`Direct::run`] with `row_stride` = `a`; `offs.len()` a multiple of `kw`.
+        #[allow(unused_variables)]
+        pub unsafe fn run_stride1(
+            &self,
+            input: *const f32,
+            offs: &[usize],
+            kw: usize,
+            a: usize,
+            wt: *const f32,
+            b: usize,
+            rows: usize,
+            dst: *mut f32,
+            ld: usize,
+        ) {
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                debug_assert!(offs.len().is_multiple_of(kw.max(1)));
+                debug_assert!(offs
+                    .chunks(kw.max(1))
+                    .all(|run| run.iter().enumerate().all(|(k, o)| *o == run[0] + k * a)));
+                let nb = self.vectors;
+                match (kw, nb) {
+                    (3, 1) => {
+                        for m0 in (0..rows).step_by(24) {
+                            for c0 in (0..b).step_by(16) {
+                                let (x, d) = (input.add(m0 * a), dst.add(c0 * ld + m0));
+                                block_kw::<24, 1, 3>(x, offs, a, wt, b, c0, d, ld);
+                            }
+                        }
+                        return;
+                    }
+                    (3, 2) => {
+                        for m0 in (0..rows).step_by(12) {
+                            for c0 in (0..b).step_by(32) {
+                                let (x, d) = (input.add(m0 * a), dst.add(c0 * ld + m0));
+                                block_kw::<12, 2, 3>(x, offs, a, wt, b, c0, d, ld);
+                            }
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+                self.run(input, offs, a, a, wt, b, rows, dst, ld);
+            }
+        }
+
         /// `acc[t][i][c] += sum_m input[offs[t] + m * row_stride + i] * g[m * b + c]` over
         /// m in 0..rows: the weight gradient, with `R` input channels x `16 NB` output
         /// channels in registers while the rows stream past.
@@ -1256,6 +1325,134 @@ mod direct {
                 for (j, v) in s.iter().enumerate() {
                     let p = acc.add(r * b + 16 * j);
                     _mm512_storeu_ps(p, _mm512_add_ps(_mm512_loadu_ps(p), *v));
+                }
+            }
+        }
+    }
+
+    /// [`block`] for stride 1, taking the KW taps of a kernel row together. With one
+    /// vector of output channels `block` needs a broadcast load per FMA and is bound by the
+    /// load ports; here input voxel `v` of the block feeds output rows `v - k` through tap
+    /// `k` of the run, so each broadcast serves KW FMAs (R + KW - 1 broadcasts and KW weight
+    /// loads per R x KW FMAs). Every accumulator index is a constant once the loops are
+    /// unrolled, so the R accumulators, KW x NB weights and the broadcast stay in registers
+    /// (R * NB + KW * NB + 1 <= 32).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block_kw<const R: usize, const NB: usize, const KW: usize>(
+        input: *const f32,
+        offs: &[usize],
+        a: usize,
+        wt: *const f32,
+        b: usize,
+        c0: usize,
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        use std::arch::x86_64::*;
+        const { assert!(R + KW - 1 <= 32 && (R + KW) * NB < 32) };
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); NB]; R];
+            for (grp, &off) in offs.iter().step_by(KW).enumerate() {
+                let x0 = input.add(off);
+                let w0 = wt.add(grp * KW * a * b + c0);
+                for i in 0..a {
+                    let mut w = [[_mm512_setzero_ps(); NB]; KW];
+                    for (k, wk) in w.iter_mut().enumerate() {
+                        for (j, wkj) in wk.iter_mut().enumerate() {
+                            *wkj = _mm512_loadu_ps(w0.add((k * a + i) * b + 16 * j));
+                        }
+                    }
+                    let x = x0.add(i);
+                    // One call per input voxel, each with its index as a constant (LLVM
+                    // does not unroll a loop this long, and a runtime index would put
+                    // the accumulators on the stack). Voxels in steps of 3: consecutive
+                    // voxels update overlapping rows, so in plain order each FMA would
+                    // wait on one issued a cycle or two before (4 cycles' latency); in
+                    // this order a row's updates are a third of the block apart.
+                    macro_rules! voxels {
+                        ($($v:literal)*) => { $(voxel::<$v, R, NB, KW>(&mut acc, &w, x, a);)* };
+                    }
+                    voxels!(0 3 6 9 12 15 18 21 24 27 30 1 4 7 10 13 16 19 22 25 28 31 2 5 8 11 14 17 20 23 26 29);
+                }
+            }
+            store_columns(&acc, dst, ld);
+        }
+    }
+
+    /// `dst[(16 j + l) * ld + r] = acc[r][j][l]`: the block's rows stored column-major, 16
+    /// rows at a time transposed in registers (as in `layout::transpose_avx512`) and
+    /// written as one contiguous run per channel; cheaper than a scatter per row.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store_columns<const R: usize, const NB: usize>(
+        acc: &[[std::arch::x86_64::__m512; NB]; R],
+        dst: *mut f32,
+        ld: usize,
+    ) {
+        use std::arch::x86_64::*;
+        for m0 in (0..R).step_by(16) {
+            let n = (R - m0).min(16);
+            let mask: __mmask16 = if n == 16 { 0xffff } else { (1u16 << n) - 1 };
+            for j in 0..NB {
+                let mut r = [_mm512_setzero_ps(); 16];
+                for (k, v) in r.iter_mut().enumerate().take(n) {
+                    *v = acc[m0 + k][j];
+                }
+                let mut t = [_mm512_setzero_ps(); 16];
+                for k in 0..8 {
+                    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+                    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+                }
+                for q in 0..4 {
+                    let b = 4 * q;
+                    r[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+                    r[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
+                    r[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+                    r[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
+                }
+                for h in 0..2 {
+                    let b = 8 * h;
+                    for k in 0..4 {
+                        t[b + k] = _mm512_shuffle_f32x4::<0x88>(r[b + k], r[b + 4 + k]);
+                        t[b + 4 + k] = _mm512_shuffle_f32x4::<0xDD>(r[b + k], r[b + 4 + k]);
+                    }
+                }
+                for k in 0..8 {
+                    r[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[8 + k]);
+                    r[8 + k] = _mm512_shuffle_f32x4::<0xDD>(t[k], t[8 + k]);
+                }
+                for (l, v) in r.iter().enumerate() {
+                    // SAFETY: rows m0..m0 + n of channel 16 j + l, inside the caller's
+                    // block of `dst`.
+                    unsafe { _mm512_mask_storeu_ps(dst.add((16 * j + l) * ld + m0), mask, *v) };
+                }
+            }
+        }
+    }
+
+    /// Input voxel `V` of a [`block_kw`] block (nothing when `V >= R + KW - 1`): one
+    /// broadcast of channel `x[V * a]`, FMAs into output rows `V - k` for the KW taps.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn voxel<const V: usize, const R: usize, const NB: usize, const KW: usize>(
+        acc: &mut [[std::arch::x86_64::__m512; NB]; R],
+        w: &[[std::arch::x86_64::__m512; NB]; KW],
+        x: *const f32,
+        a: usize,
+    ) {
+        use std::arch::x86_64::*;
+        if V >= R + KW - 1 {
+            return;
+        }
+        // SAFETY: the caller's block reads voxels 0..R + KW - 1 of this row.
+        let xv = _mm512_set1_ps(unsafe { *x.add(V * a) });
+        for k in 0..KW {
+            if V >= k && V - k < R {
+                for j in 0..NB {
+                    acc[V - k][j] = _mm512_fmadd_ps(xv, w[k][j], acc[V - k][j]);
                 }
             }
         }

@@ -117,6 +117,15 @@ fn geometries() -> Vec<ConvGeometry> {
         g(1, 3, 32, [6, 5, 7], [3, 3, 3], [2, 2, 2], [1, 1, 1]),
         g(1, 16, 64, [3, 5, 4], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         g(1, 16, 48, [4, 3, 5], [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+        // Stride 1 along W with kernel width 3 and one or two vectors of output channels
+        // take the direct kernel's tap-run variant (forward and input gradient); W not a
+        // multiple of its 24 or 12 rows, batch > 1, channel counts 6 (odd per voxel), 16,
+        // 32 and 48 (three one-vector column blocks).
+        g(2, 16, 16, [7, 9, 30], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        g(1, 6, 16, [3, 4, 27], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        g(2, 32, 32, [4, 5, 13], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
+        g(1, 16, 16, [4, 5, 11], [3, 3, 3], [1, 1, 1], [0, 0, 0]),
+        g(1, 16, 48, [3, 4, 9], [2, 2, 3], [1, 1, 1], [1, 0, 1]),
         // Strided, 16 input channels: the input gradient takes the direct scatter.
         g(2, 16, 16, [6, 7, 5], [3, 3, 3], [2, 2, 2], [1, 1, 1]),
         g(1, 32, 16, [5, 6, 8], [3, 3, 3], [1, 2, 2], [1, 1, 1]),
