@@ -1400,29 +1400,7 @@ mod direct {
                 for (k, v) in r.iter_mut().enumerate().take(n) {
                     *v = acc[m0 + k][j];
                 }
-                let mut t = [_mm512_setzero_ps(); 16];
-                for k in 0..8 {
-                    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
-                    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
-                }
-                for q in 0..4 {
-                    let b = 4 * q;
-                    r[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
-                    r[b + 1] = _mm512_shuffle_ps::<0xEE>(t[b], t[b + 2]);
-                    r[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
-                    r[b + 3] = _mm512_shuffle_ps::<0xEE>(t[b + 1], t[b + 3]);
-                }
-                for h in 0..2 {
-                    let b = 8 * h;
-                    for k in 0..4 {
-                        t[b + k] = _mm512_shuffle_f32x4::<0x88>(r[b + k], r[b + 4 + k]);
-                        t[b + 4 + k] = _mm512_shuffle_f32x4::<0xDD>(r[b + k], r[b + 4 + k]);
-                    }
-                }
-                for k in 0..8 {
-                    r[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[8 + k]);
-                    r[8 + k] = _mm512_shuffle_f32x4::<0xDD>(t[k], t[8 + k]);
-                }
+                crate::layout::transpose16(&mut r);
                 for (l, v) in r.iter().enumerate() {
                     // SAFETY: rows m0..m0 + n of channel 16 j + l, inside the caller's
                     // block of `dst`.

@@ -47,8 +47,7 @@ fn avx512() -> bool {
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
 }
 
-/// The classic three-stage in-register transpose (unpack, 4-lane shuffle, 128-bit lane
-/// shuffles twice); partial blocks use masked loads and stores, which never touch the
+/// [`transpose16`] between masked loads and stores: partial blocks never touch the
 /// masked-off addresses.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -76,6 +75,20 @@ unsafe fn transpose_avx512(
         // SAFETY: row i < rows, and only its first `cols` values are read.
         *v = unsafe { _mm512_maskz_loadu_ps(load_mask, src.add(i * src_stride)) };
     }
+    transpose16(&mut r);
+    for (j, v) in r.iter().enumerate().take(cols) {
+        // SAFETY: column j < cols, and only its first `rows` values are written.
+        unsafe { _mm512_mask_storeu_ps(dst.add(j * dst_stride), store_mask, *v) };
+    }
+}
+
+/// Transposes 16 vectors of 16 lanes in registers (`r[i]` lane `j` -> `r[j]` lane `i`):
+/// unpack, 4-lane shuffle, then 128-bit lane shuffles twice.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) fn transpose16(r: &mut [std::arch::x86_64::__m512; 16]) {
+    use std::arch::x86_64::*;
     let mut t = [_mm512_setzero_ps(); 16];
     for k in 0..8 {
         t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
@@ -98,10 +111,6 @@ unsafe fn transpose_avx512(
     for k in 0..8 {
         r[k] = _mm512_shuffle_f32x4::<0x88>(t[k], t[8 + k]);
         r[8 + k] = _mm512_shuffle_f32x4::<0xDD>(t[k], t[8 + k]);
-    }
-    for (j, v) in r.iter().enumerate().take(cols) {
-        // SAFETY: column j < cols, and only its first `rows` values are written.
-        unsafe { _mm512_mask_storeu_ps(dst.add(j * dst_stride), store_mask, *v) };
     }
 }
 
