@@ -113,15 +113,7 @@ pub trait NetBackend: Backend {
         let device = Self::float_device(&logits);
         let z = wrap::<Self, 5>(logits).into_data().convert::<f32>();
         let l: Tensor<Self, 4, Int> = Tensor::from_primitive(labels);
-        let l: Vec<u8> = l
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .expect("i64 labels")
-            .into_iter()
-            // Out of range stays out of range (the kernel then names it) instead of wrapping.
-            .map(|v| u8::try_from(v).unwrap_or(u8::MAX))
-            .collect();
+        let l = label_bytes(l.into_data());
         let z = z.to_vec::<f32>().expect("f32 logits");
         let (n, c) = (shape[0], shape[1]);
         let r = loss::dice_ce(&z, &l, n, c, shape.num_elements() / (n * c));
@@ -136,7 +128,6 @@ pub trait NetBackend: Backend {
         Self::net_dice_ce_with_grad(logits, labels).0
     }
 
-    /// `leaky(InstanceNorm(x) * gamma + beta)`, biased variance per (sample, channel).
     /// `[a, b]` concatenated along the channels (the decoder's skip connection).
     fn net_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_cat(vec![a, b], 1)
@@ -148,12 +139,10 @@ pub trait NetBackend: Backend {
         x: FloatTensor<Self>,
         channels: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let total = x.shape()[1];
-        let x = wrap::<Self, 5>(x);
-        let first = float(x.clone().narrow(1, 0, channels));
-        (first, float(x.narrow(1, channels, total - channels)))
+        narrow_split::<Self>(x, channels)
     }
 
+    /// `leaky(InstanceNorm(x) * gamma + beta)`, biased variance per (sample, channel).
     fn net_norm_leaky(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -203,6 +192,28 @@ pub trait NetBackend: Backend {
             beta: upload(dbeta, Shape::new([c])),
         }
     }
+}
+
+/// `x`'s first `channels` channels and the rest, as burn's (strided) narrow views.
+fn narrow_split<B: Backend>(
+    x: FloatTensor<B>,
+    channels: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let total = x.shape()[1];
+    let x = wrap::<B, 5>(x);
+    let first = float(x.clone().narrow(1, 0, channels));
+    (first, float(x.narrow(1, channels, total - channels)))
+}
+
+/// Integer labels as the loss kernel's bytes; a value outside 0..=255 becomes 255 rather
+/// than wrapping into range, so the kernel's class check names it.
+fn label_bytes(data: TensorData) -> Vec<u8> {
+    data.convert::<i64>()
+        .to_vec::<i64>()
+        .expect("integer labels convert to i64")
+        .into_iter()
+        .map(|v| u8::try_from(v).unwrap_or(u8::MAX))
+        .collect()
 }
 
 /// (z = gamma * xhat + beta as `[N, C, spatial]`, the input's shape) with burn's operations.
@@ -258,13 +269,23 @@ thread_local! {
 /// Runs `f` with burn's own modules instead of the kernels on this thread: the network as it
 /// ran before the kernels existed, for side-by-side comparisons in tests and benchmarks.
 pub fn with_burn_modules<T>(f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
+    with_thread_setting(&BURN_MODULES, true, f)
+}
+
+/// Runs `f` with the thread-local `setting` at `value`, restored afterwards even if `f`
+/// panics.
+fn with_thread_setting<V: Copy + 'static, T>(
+    setting: &'static std::thread::LocalKey<std::cell::Cell<V>>,
+    value: V,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<V>>, V);
+    impl<V: Copy + 'static> Drop for Restore<V> {
         fn drop(&mut self) {
-            BURN_MODULES.set(self.0);
+            self.0.set(self.1);
         }
     }
-    let _restore = Restore(BURN_MODULES.replace(true));
+    let _restore = Restore(setting, setting.replace(value));
     f()
 }
 
@@ -319,14 +340,7 @@ thread_local! {
 /// forward convolution of `Flex` changes; a tracked (training) forward must not run inside
 /// this, since its backward pass assumes f32.
 pub fn with_precision<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
-    struct Restore(Precision);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            PRECISION.set(self.0);
-        }
-    }
-    let _restore = Restore(PRECISION.replace(precision));
-    f()
+    with_thread_setting(&PRECISION, precision, f)
 }
 
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -506,15 +520,7 @@ impl NetBackend for Flex {
     fn net_dice_ce_with_grad(logits: FlexTensor, labels: FlexTensor) -> (FlexTensor, FlexTensor) {
         let shape = logits.shape();
         let (n, c) = (shape[0], shape[1]);
-        let l: Vec<u8> = labels
-            .into_data()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .expect("integer labels")
-            .into_iter()
-            // Out of range stays out of range (the kernel then names it) instead of wrapping.
-            .map(|v| u8::try_from(v).unwrap_or(u8::MAX))
-            .collect();
+        let l = label_bytes(labels.into_data());
         let r = loss::dice_ce(&f32s(&logits), &l, n, c, shape.num_elements() / (n * c));
         (tensor(vec![r.loss], &[1]), tensor(r.grad, &shape.to_vec()))
     }
@@ -524,13 +530,9 @@ impl NetBackend for Flex {
         // skip connection, the convolutions' host copies) then walked them element by
         // element (~5 % of a training step). Two plain copies instead.
         let [n, c, d, h, w] = dims5(&x);
-        if x.dtype() != DType::F32 || channels > c {
-            let x = wrap::<Flex, 5>(x);
-            let first = float(x.clone().narrow(1, 0, channels.min(c)));
-            return (
-                first,
-                float(x.narrow(1, channels.min(c), c - channels.min(c))),
-            );
+        assert!(channels <= c, "split at channel {channels} of {c}");
+        if x.dtype() != DType::F32 {
+            return narrow_split::<Flex>(x, channels);
         }
         let v = d * h * w;
         let data = f32s(&x);
