@@ -47,6 +47,40 @@ fn assert_close_at(what: &str, a: &[f32], b: &[f32], tol: f32, floor: f32) {
     );
 }
 
+type Grads = <B as burn::tensor::backend::AutodiffBackend>::Gradients;
+
+/// Checks the two forward outputs within `tol`, then returns the gradients of the same
+/// random projection of each (compared with [`assert_grads_close`]).
+fn forward_then_grads(
+    what: &str,
+    ours: Tensor<B, 5>,
+    theirs: Tensor<B, 5>,
+    tol: f32,
+) -> (Grads, Grads) {
+    let device = ours.device();
+    let w = Tensor::<B, 5>::random(ours.dims(), Distribution::Default, &device);
+    assert_close(
+        &format!("{what} forward"),
+        &values(ours.clone()),
+        &values(theirs.clone()),
+        tol,
+    );
+    let g1 = (ours * w.clone()).sum().backward();
+    let g2 = (theirs * w).sum().backward();
+    (g1, g2)
+}
+
+/// `t`'s gradient in both sets within `tol`.
+fn assert_grads_close<const D: usize>(
+    what: &str,
+    t: &Tensor<B, D>,
+    g1: &Grads,
+    g2: &Grads,
+    tol: f32,
+) {
+    assert_close(what, &grad_values(t, g1), &grad_values(t, g2), tol);
+}
+
 #[test]
 fn the_cpu_backend_reports_kernels_and_the_override_turns_them_off() {
     assert!(<Cpu as NetBackend>::has_kernels());
@@ -76,34 +110,11 @@ fn layers_match_burns_modules_forward_and_backward() {
         .require_grad();
         let ours = backend::conv3d(&conv, x.clone());
         let theirs = conv.forward(x.clone());
-        let w = Tensor::<B, 5>::random(ours.dims(), Distribution::Default, &device);
-        assert_close(
-            "conv forward",
-            &values(ours.clone()),
-            &values(theirs.clone()),
-            1e-5,
-        );
-        let g1 = (ours * w.clone()).sum().backward();
-        let g2 = (theirs * w).sum().backward();
-        assert_close(
-            "conv dx",
-            &grad_values(&x, &g1),
-            &grad_values(&x, &g2),
-            1e-5,
-        );
-        assert_close(
-            "conv dw",
-            &grad_values(&conv.weight.val(), &g1),
-            &grad_values(&conv.weight.val(), &g2),
-            1e-5,
-        );
+        let (g1, g2) = forward_then_grads("conv", ours, theirs, 1e-5);
+        assert_grads_close("conv dx", &x, &g1, &g2, 1e-5);
+        assert_grads_close("conv dw", &conv.weight.val(), &g1, &g2, 1e-5);
         let b = conv.bias.as_ref().unwrap().val();
-        assert_close(
-            "conv db",
-            &grad_values(&b, &g1),
-            &grad_values(&b, &g2),
-            1e-5,
-        );
+        assert_grads_close("conv db", &b, &g1, &g2, 1e-5);
     }
     let up = ConvTranspose3dConfig::new([6, 3], [2, 2, 2])
         .with_stride([2, 2, 2])
@@ -112,27 +123,9 @@ fn layers_match_burns_modules_forward_and_backward() {
     let ours = backend::conv_transpose3d(&up, x.clone());
     let theirs = up.forward(x.clone());
     assert_eq!(ours.dims(), [2, 3, 6, 8, 4]);
-    let w = Tensor::<B, 5>::random(ours.dims(), Distribution::Default, &device);
-    assert_close(
-        "convT forward",
-        &values(ours.clone()),
-        &values(theirs.clone()),
-        1e-5,
-    );
-    let g1 = (ours * w.clone()).sum().backward();
-    let g2 = (theirs * w).sum().backward();
-    assert_close(
-        "convT dx",
-        &grad_values(&x, &g1),
-        &grad_values(&x, &g2),
-        1e-5,
-    );
-    assert_close(
-        "convT dw",
-        &grad_values(&up.weight.val(), &g1),
-        &grad_values(&up.weight.val(), &g2),
-        1e-5,
-    );
+    let (g1, g2) = forward_then_grads("convT", ours, theirs, 1e-5);
+    assert_grads_close("convT dx", &x, &g1, &g2, 1e-5);
+    assert_grads_close("convT dw", &up.weight.val(), &g1, &g2, 1e-5);
 
     let norm = InstanceNormConfig::new(4)
         .with_affine(true)
@@ -146,24 +139,10 @@ fn layers_match_burns_modules_forward_and_backward() {
         .require_grad();
     let ours = backend::norm_leaky(&norm, &act, x.clone());
     let theirs = act.forward(norm.forward(x.clone()));
-    let w = Tensor::<B, 5>::random(ours.dims(), Distribution::Default, &device);
-    assert_close(
-        "norm forward",
-        &values(ours.clone()),
-        &values(theirs.clone()),
-        1e-5,
-    );
-    let g1 = (ours * w.clone()).sum().backward();
-    let g2 = (theirs * w).sum().backward();
-    assert_close(
-        "norm dx",
-        &grad_values(&x, &g1),
-        &grad_values(&x, &g2),
-        1e-4,
-    );
+    let (g1, g2) = forward_then_grads("norm", ours, theirs, 1e-5);
+    assert_grads_close("norm dx", &x, &g1, &g2, 1e-4);
     for (name, p) in [("gamma", norm.gamma.as_ref()), ("beta", norm.beta.as_ref())] {
-        let p = p.unwrap().val();
-        assert_close(name, &grad_values(&p, &g1), &grad_values(&p, &g2), 1e-4);
+        assert_grads_close(name, &p.unwrap().val(), &g1, &g2, 1e-4);
     }
 }
 
