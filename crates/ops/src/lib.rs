@@ -6,6 +6,7 @@
 pub mod components;
 pub mod distance;
 pub mod filter;
+pub mod flip;
 mod lines;
 pub mod morphology;
 pub mod resample;

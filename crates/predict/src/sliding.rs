@@ -9,6 +9,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use glandseg_net::{NetBackend, UNet};
+use glandseg_ops::flip::flip_blocks;
 use indicatif::ProgressBar;
 
 #[derive(Clone, Debug)]
@@ -179,10 +180,10 @@ pub fn predict_probabilities<B: NetBackend>(
         let mut count = 0.0f32;
         for model in models {
             for (axis, swap) in &variants {
-                let input = match axis {
-                    Some(a) => flip_tiles(&batch, p, *a),
-                    None => batch.clone(),
-                };
+                let mut input = batch.clone();
+                if let Some(a) = axis {
+                    flip_blocks(&mut input, p, *a);
+                }
                 let x = Tensor::<B, 5>::from_data(
                     TensorData::new(input, [nb, channels, p[2], p[1], p[0]]),
                     device,
@@ -195,7 +196,7 @@ pub fn predict_probabilities<B: NetBackend>(
                     .expect("f32 tensor data");
                 softmax_classes(&mut out, nb, classes, tile_vox);
                 if let Some(a) = axis {
-                    out = flip_tiles(&out, p, *a);
+                    flip_blocks(&mut out, p, *a);
                 }
                 for b in 0..nb {
                     for c in 0..classes {
@@ -247,31 +248,6 @@ pub fn predict_probabilities<B: NetBackend>(
     out
 }
 
-/// Tiles `[q][k][j][i]` (q = batch x channels) mirrored along voxel axis `axis` (0 = i).
-fn flip_tiles(data: &[f32], p: [usize; 3], axis: usize) -> Vec<f32> {
-    let tv = p[0] * p[1] * p[2];
-    let mut out = vec![0f32; data.len()];
-    for (src, dst) in data.chunks_exact(tv).zip(out.chunks_exact_mut(tv)) {
-        for k in 0..p[2] {
-            for j in 0..p[1] {
-                let (sk, sj) = match axis {
-                    2 => (p[2] - 1 - k, j),
-                    1 => (k, p[1] - 1 - j),
-                    _ => (k, j),
-                };
-                let s = &src[(sk * p[1] + sj) * p[0]..][..p[0]];
-                let d = &mut dst[(k * p[1] + j) * p[0]..][..p[0]];
-                if axis == 0 {
-                    d.iter_mut().zip(s.iter().rev()).for_each(|(d, v)| *d = *v);
-                } else {
-                    d.copy_from_slice(s);
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Softmax over the class axis of `[nb][classes][tv]`, in place.
 fn softmax_classes(x: &mut [f32], nb: usize, classes: usize, tv: usize) {
     let mut m = vec![0f32; tv];
@@ -299,7 +275,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn softmax_over_classes_and_tile_flips() {
+    fn softmax_over_classes() {
         // 2 tiles x 3 classes x 4 voxels.
         let mut x: Vec<f32> = (0..24).map(|v| ((v * 7) % 5) as f32 - 2.0).collect();
         let orig = x.clone();
@@ -314,19 +290,6 @@ mod tests {
                     assert!((x[(b * 3 + c) * 4 + t] - e[c] / s).abs() < 1e-6);
                 }
             }
-        }
-        // A 2x3x4 tile (i fastest): flipping axis 0 reverses rows, axis 2 swaps the k slices;
-        // every flip undoes itself.
-        let p = [4, 3, 2];
-        let tile: Vec<f32> = (0..24).map(|v| v as f32).collect();
-        let fi = flip_tiles(&tile, p, 0);
-        assert_eq!(&fi[..4], &[3.0, 2.0, 1.0, 0.0]);
-        let fk = flip_tiles(&tile, p, 2);
-        assert_eq!(&fk[..4], &tile[12..16]);
-        let fj = flip_tiles(&tile, p, 1);
-        assert_eq!(&fj[..4], &tile[8..12]);
-        for a in 0..3 {
-            assert_eq!(flip_tiles(&flip_tiles(&tile, p, a), p, a), tile);
         }
     }
 

@@ -8,6 +8,7 @@
 //! run identical to an unbroken one.
 
 use crate::preprocess::CachedCase;
+use glandseg_ops::flip::flip_blocks;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -330,8 +331,8 @@ impl PatchSampler {
 
         let mut mirrored = false;
         if rng.random_bool(aug.p_mirror_lr) {
-            flip_channels(&mut image, p, lr_axis);
-            flip(&mut labels, p, lr_axis);
+            flip_blocks(&mut image, p, lr_axis);
+            flip_blocks(&mut labels, p, lr_axis);
             for l in labels.iter_mut() {
                 *l = self.swap[*l as usize];
             }
@@ -340,8 +341,8 @@ impl PatchSampler {
         if aug.mirror_other_axes {
             for axis in (0..3).filter(|&a| a != lr_axis) {
                 if rng.random_bool(0.5) {
-                    flip_channels(&mut image, p, axis);
-                    flip(&mut labels, p, axis);
+                    flip_blocks(&mut image, p, axis);
+                    flip_blocks(&mut labels, p, axis);
                 }
             }
         }
@@ -353,31 +354,6 @@ impl PatchSampler {
             labels,
             mirrored,
         }
-    }
-}
-
-fn flip_index(p: [usize; 3], axis: usize, i: usize, j: usize, k: usize) -> usize {
-    let mut q = [i, j, k];
-    q[axis] = p[axis] - 1 - q[axis];
-    (q[2] * p[1] + q[1]) * p[0] + q[0]
-}
-
-/// Reverses a `[k, j, i]` block (one channel or the labels) along voxel `axis`.
-fn flip<T: Copy>(data: &mut [T], p: [usize; 3], axis: usize) {
-    let src = data.to_vec();
-    for k in 0..p[2] {
-        for j in 0..p[1] {
-            for i in 0..p[0] {
-                data[(k * p[1] + j) * p[0] + i] = src[flip_index(p, axis, i, j, k)];
-            }
-        }
-    }
-}
-
-/// Every channel of an image `[C, k, j, i]` reversed along voxel `axis`.
-fn flip_channels(image: &mut [f32], p: [usize; 3], axis: usize) {
-    for ch in image.chunks_mut(p[0] * p[1] * p[2]) {
-        flip(ch, p, axis);
     }
 }
 
