@@ -129,6 +129,36 @@ impl SyncPtr {
     }
 }
 
+/// `dst[j * dst_stride + i] = src[i * src_stride + j]` for `i < rows`, `j < cols`, in 16 x 16
+/// blocks, a band of 16 source rows at a time (16 read streams).
+///
+/// # Safety
+/// Every read and write implied above must be inside its allocation.
+unsafe fn transpose(
+    src: *const f32,
+    src_stride: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+) {
+    for i0 in (0..rows).step_by(16) {
+        for j0 in (0..cols).step_by(16) {
+            // SAFETY: the block stays inside the ranges the caller vouched for.
+            unsafe {
+                transpose_block(
+                    src.add(i0 * src_stride + j0),
+                    src_stride,
+                    dst.add(j0 * dst_stride + i0),
+                    dst_stride,
+                    16.min(rows - i0),
+                    16.min(cols - j0),
+                )
+            };
+        }
+    }
+}
+
 /// Channels `c` of one `[C][len]` slab (channel stride `cs`) -> `[len][ld]` rows starting at
 /// `dst` (channel `c` at `dst[v * ld + c]`), for voxels `0..len`.
 ///
@@ -142,22 +172,8 @@ pub(crate) unsafe fn to_channels_last(
     dst: *mut f32,
     ld: usize,
 ) {
-    for c0 in (0..c).step_by(16) {
-        let cb = 16.min(c - c0);
-        for v0 in (0..len).step_by(16) {
-            // SAFETY: the block stays inside the ranges the caller vouched for.
-            unsafe {
-                transpose_block(
-                    src.add(c0 * cs + v0),
-                    cs,
-                    dst.add(v0 * ld + c0),
-                    ld,
-                    cb,
-                    16.min(len - v0),
-                )
-            };
-        }
-    }
+    // SAFETY: the caller's contract, as rows = channels, columns = voxels.
+    unsafe { transpose(src, cs, c, len, dst, ld) }
 }
 
 /// Inverse of [`to_channels_last`]: `[len][ld]` rows -> `c` channels of `len` at stride `cs`.
@@ -172,22 +188,8 @@ pub(crate) unsafe fn to_channels_first(
     dst: *mut f32,
     cs: usize,
 ) {
-    for v0 in (0..len).step_by(16) {
-        let vb = 16.min(len - v0);
-        for c0 in (0..c).step_by(16) {
-            // SAFETY: the block stays inside the ranges the caller vouched for.
-            unsafe {
-                transpose_block(
-                    src.add(v0 * ld + c0),
-                    ld,
-                    dst.add(c0 * cs + v0),
-                    cs,
-                    vb,
-                    16.min(c - c0),
-                )
-            };
-        }
-    }
+    // SAFETY: the caller's contract, as rows = voxels, columns = channels.
+    unsafe { transpose(src, ld, len, c, dst, cs) }
 }
 
 #[cfg(test)]
