@@ -407,50 +407,63 @@ pub fn conv_transpose3d_backward(
 /// `[N][A][D][H][W]` -> zero-padded `[N][pD][pH][pW][A]`.
 fn pad_channels_last(x: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let [d, h, w] = g.in_size;
-    let [pd, ph, pw] = g.padding;
-    let [dp, hp, wp] = g.padded();
     let a = g.in_channels;
-    let plane = hp * wp * a;
-    let len = g.batch * dp * plane + slack(g);
-    // Only the padding is zeroed: the interior is written once, by the transpose (zeroing
-    // it first cost as much again in memory traffic).
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let base = SyncPtr(out.as_mut_ptr());
-    (0..g.batch * dp).into_par_iter().for_each(|pi| {
-        // SAFETY: task `pi` alone writes plane `pi` (plane values from pi * plane), inside
-        // the capacity; every value of it is written below before `set_len`.
-        let dst: &mut [MaybeUninit<f32>] =
-            unsafe { std::slice::from_raw_parts_mut(base.get().add(pi * plane).cast(), plane) };
-        let (n, zp) = (pi / dp, pi % dp);
-        if zp < pd || zp >= pd + d {
-            zero(dst);
-            return;
-        }
-        let z = zp - pd;
-        zero(&mut dst[..ph * wp * a]);
-        zero(&mut dst[(ph + h) * wp * a..]);
-        for y in 0..h {
-            let line = &mut dst[(y + ph) * wp * a..][..wp * a];
-            zero(&mut line[..pw * a]);
-            zero(&mut line[(pw + w) * a..]);
-            let row = &mut line[pw * a..][..w * a];
-            let src = &x[(n * a * d + z) * h * w + y * w..];
-            assert!(src.len() > (a - 1) * d * h * w + w - 1);
-            // SAFETY: `src` holds A channels of W values at stride D*H*W (asserted), `row` W
-            // voxels of A channels.
-            unsafe { to_channels_last(src.as_ptr(), d * h * w, a, w, row.as_mut_ptr().cast(), a) };
-        }
+    let [dp, hp, wp] = g.padded();
+    let len = g.batch * dp * hp * wp * a;
+    let mut out: Vec<f32> = Vec::with_capacity(len + slack(g));
+    let (planes, tail) = out.spare_capacity_mut()[..len + slack(g)].split_at_mut(len);
+    tail.fill(MaybeUninit::new(0.0));
+    fill_padded(planes, g, 0.0, |n, z, y, row| {
+        let src = &x[(n * a * d + z) * h * w + y * w..];
+        assert!(src.len() > (a - 1) * d * h * w + w - 1);
+        // SAFETY: `src` holds A channels of W values at stride D*H*W (asserted), `row` W
+        // voxels of A channels.
+        unsafe { to_channels_last(src.as_ptr(), d * h * w, a, w, row.as_mut_ptr().cast(), a) };
     });
-    // SAFETY: the slack is inside the capacity; then every value has been written.
-    unsafe {
-        std::ptr::write_bytes(base.get().add(g.batch * dp * plane), 0, slack(g));
-        out.set_len(len);
-    }
+    // SAFETY: `fill_padded` wrote every value of the planes, the slack was zeroed above.
+    unsafe { out.set_len(len + slack(g)) };
     out
 }
 
-fn zero(values: &mut [MaybeUninit<f32>]) {
-    values.fill(MaybeUninit::new(0.0));
+/// Writes the zero-padded channels-last planes `[N][pD][pH][pW][A]` of `g` into `planes`
+/// (any element type; the bf16 copy uses it too): `zero` in the padding, and
+/// `row(n, z, y, dst)` must write all W x A interior values of input row (n, z, y). Only the
+/// padding is zeroed: the interior is written once (zeroing it first cost as much again
+/// in memory traffic). Planes are filled in parallel.
+pub(super) fn fill_padded<T: Copy + Send + Sync>(
+    planes: &mut [MaybeUninit<T>],
+    g: &ConvGeometry,
+    zero: T,
+    row: impl Fn(usize, usize, usize, &mut [MaybeUninit<T>]) + Sync,
+) {
+    let [d, h, w] = g.in_size;
+    let [pd, ph, pw] = g.padding;
+    let [dp, hp, wp] = g.padded();
+    let a = g.in_channels;
+    let zero = MaybeUninit::new(zero);
+    assert_eq!(
+        planes.len(),
+        g.batch * dp * hp * wp * a,
+        "padded planes of {g:?}"
+    );
+    planes
+        .par_chunks_mut(hp * wp * a)
+        .enumerate()
+        .for_each(|(pi, dst)| {
+            let (n, zp) = (pi / dp, pi % dp);
+            if zp < pd || zp >= pd + d {
+                dst.fill(zero);
+                return;
+            }
+            dst[..ph * wp * a].fill(zero);
+            dst[(ph + h) * wp * a..].fill(zero);
+            for y in 0..h {
+                let line = &mut dst[(y + ph) * wp * a..][..wp * a];
+                line[..pw * a].fill(zero);
+                line[(pw + w) * a..].fill(zero);
+                row(n, zp - pd, y, &mut line[pw * a..][..w * a]);
+            }
+        });
 }
 
 /// Zeros after the padded planes: the direct kernel's last row block may read this far.

@@ -111,7 +111,7 @@ fn bf16(v: f32) -> u16 {
 
 #[cfg(target_arch = "x86_64")]
 mod tiles {
-    use super::super::ConvGeometry;
+    use super::super::{fill_padded, ConvGeometry};
     use super::bf16;
     use rayon::prelude::*;
     use std::arch::asm;
@@ -127,12 +127,9 @@ mod tiles {
     /// Returns the buffer and where the padded input starts in it: on a 64-byte boundary.
     fn pad_bf16(x: &[f32], g: &ConvGeometry) -> (Vec<u16>, usize) {
         let [d, h, w] = g.in_size;
-        let [pd, ph, pw] = g.padding;
         let [dp, hp, wp] = g.padded();
         let a = g.in_channels;
         let len = g.batch * dp * hp * wp * a;
-        // Every value is written below (zeros or data) before `set_len`: no memset of the
-        // whole buffer first, and each plane touches its memory once, in parallel.
         let mut out: Vec<u16> = Vec::with_capacity(len + slack(g) + LINE);
         let start = line_start(out.spare_capacity_mut().as_ptr());
         let zero = MaybeUninit::new(0u16);
@@ -141,45 +138,27 @@ mod tiles {
         let (body, tail) = rest.split_at_mut(len);
         head.fill(zero);
         tail.fill(zero);
-        body.par_chunks_mut(hp * wp * a)
-            .enumerate()
-            .for_each(|(plane, dst)| {
-                let zp = plane % dp;
-                if zp < pd || zp >= pd + d {
-                    dst.fill(zero);
-                    return;
-                }
-                let (n, z) = (plane / dp, zp - pd);
-                let chan = d * h * w;
-                dst[..ph * wp * a].fill(zero);
-                dst[(ph + h) * wp * a..].fill(zero);
-                for y in 0..h {
-                    let row = &mut dst[(y + ph) * wp * a..][..wp * a];
-                    row[..pw * a].fill(zero);
-                    row[(pw + w) * a..].fill(zero);
-                    let row = &mut row[pw * a..][..w * a];
-                    for x0 in (0..w).step_by(16) {
-                        let bw = 16.min(w - x0);
-                        for c0 in (0..a).step_by(16) {
-                            let src = &x[((n * a + c0) * d + z) * h * w + y * w + x0..];
-                            debug_assert!(15 * chan + bw <= src.len());
-                            let block = &mut row[x0 * a + c0..];
-                            debug_assert!((bw - 1) * a + 16 <= block.len());
-                            // SAFETY: reads voxels x0 .. x0 + bw of row y of channels
-                            // c0 .. c0 + 16 (A is a multiple of 16) of `x`, writes channels
-                            // c0 .. c0 + 16 of voxels x0 .. x0 + bw of this padded row: both
-                            // inside their slices (the debug_asserts). Over all x0 and c0
-                            // this writes the whole row.
-                            unsafe {
-                                convert_block(src.as_ptr(), chan, bw, block.as_mut_ptr().cast(), a);
-                            }
-                        }
+        let chan = d * h * w;
+        fill_padded(body, g, 0u16, |n, z, y, row| {
+            for x0 in (0..w).step_by(16) {
+                let bw = 16.min(w - x0);
+                for c0 in (0..a).step_by(16) {
+                    let src = &x[((n * a + c0) * d + z) * h * w + y * w + x0..];
+                    assert!(15 * chan + bw <= src.len());
+                    let block = &mut row[x0 * a + c0..];
+                    assert!((bw - 1) * a + 16 <= block.len());
+                    // SAFETY: reads voxels x0 .. x0 + bw of row y of channels c0 .. c0 + 16
+                    // (A is a multiple of 16) of `x`, writes channels c0 .. c0 + 16 of voxels
+                    // x0 .. x0 + bw of this padded row: both inside their slices (asserted).
+                    // Over all x0 and c0 this writes the whole row.
+                    unsafe {
+                        convert_block(src.as_ptr(), chan, bw, block.as_mut_ptr().cast(), a);
                     }
                 }
-            });
+            }
+        });
         // SAFETY: every value up to start + len + slack was written above: the values
-        // before `start`, the slack and the planes of padding with zeros, the padding rows
-        // and columns of the other planes with zeros and their data by `convert_block`.
+        // before `start` and the slack with zeros, the planes by `fill_padded`.
         unsafe { out.set_len(start + len + slack(g)) };
         (out, start)
     }
