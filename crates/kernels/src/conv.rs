@@ -741,32 +741,32 @@ fn gemm_plane(
     let chunk = row_chunk(b);
     if unroll {
         let k = taps * a;
-        let mut col = vec![0f32; rows * k];
-        im2col(padded, plane0, offs, a, sw * a, rows, &mut col);
-        // SAFETY: `col` is rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
-        unsafe {
-            gemm::gemm(
-                rows,
-                b,
-                k,
-                acc.as_mut_ptr(),
-                1,
-                b as isize,
-                false,
-                col.as_ptr(),
-                1,
-                k as isize,
-                wt.as_ptr(),
-                1,
-                b as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
+        with_im2col(padded, plane0, offs, a, sw * a, rows, rows * k, |col| {
+            // SAFETY: `col` holds at least rows x (taps*A), `wt` (taps*A) x B, `acc` rows x B.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    b,
+                    k,
+                    acc.as_mut_ptr(),
+                    1,
+                    b as isize,
+                    false,
+                    col.as_ptr(),
+                    1,
+                    k as isize,
+                    wt.as_ptr(),
+                    1,
+                    b as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
         return;
     }
     for m0 in (0..rows).step_by(chunk) {
