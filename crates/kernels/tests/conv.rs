@@ -2,12 +2,11 @@
 use glandseg_kernels::conv::{
     conv3d, conv3d_backward, conv_transpose3d, conv_transpose3d_backward, ConvGeometry,
 };
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
+mod common;
+use common::{geometry, random};
 
 /// Calls `f(n, b, o, a, i, t)` for every (output voxel o, input voxel i, tap t) pair the
 /// convolution connects; o, i and t are flat indices.
@@ -93,15 +92,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) {
 }
 
 fn geometries() -> Vec<ConvGeometry> {
-    let g = |batch, a, b, in_size, kernel, stride, padding| ConvGeometry {
-        batch,
-        in_channels: a,
-        out_channels: b,
-        in_size,
-        kernel,
-        stride,
-        padding,
-    };
+    let g = geometry;
     vec![
         g(2, 3, 4, [5, 6, 7], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         g(1, 2, 5, [6, 7, 9], [3, 3, 3], [2, 2, 2], [1, 1, 1]),

@@ -2,32 +2,11 @@
 use glandseg_kernels::conv::{
     bf16_supported, conv3d, conv3d_bf16, conv3d_bf16_uses_amx, ConvGeometry,
 };
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
-}
-
-fn geometry(
-    batch: usize,
-    a: usize,
-    b: usize,
-    in_size: [usize; 3],
-    kernel: [usize; 3],
-    stride: [usize; 3],
-    padding: [usize; 3],
-) -> ConvGeometry {
-    ConvGeometry {
-        batch,
-        in_channels: a,
-        out_channels: b,
-        in_size,
-        kernel,
-        stride,
-        padding,
-    }
-}
+mod common;
+use common::{geometry, random};
 
 /// Rounding both operands to bf16 (8 significant bits, round to nearest even) changes each
 /// by at most 2^-9 relative, so each product by at most 2^-8 + 2^-18 relative: the error of
