@@ -22,8 +22,9 @@ pub struct BenchArgs {
     /// Resolution stages of the U-Net (features 16, 32, 64, 128 with the cpu preset).
     #[arg(long, default_value_t = 4)]
     stages: usize,
-    #[arg(long, default_value = "cpu", value_parser = ["tiny", "cpu", "gpu"])]
-    preset: String,
+    /// Network widths.
+    #[arg(long, default_value = "cpu", value_enum)]
+    preset: glandseg_plan::Preset,
     #[arg(long, default_value_t = 7)]
     classes: usize,
     /// Timed training steps (after one warm-up step).
@@ -45,7 +46,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     type B = crate::TrainBackend;
     type I = crate::InferBackend;
     let device = Default::default();
-    let mut stages = glandseg_plan::plan::topology([a.patch; 3], [1.0; 3], &a.preset);
+    let mut stages = glandseg_plan::plan::topology([a.patch; 3], [1.0; 3], a.preset);
     stages.truncate(a.stages);
     let cfg = UNetConfig {
         in_channels: 2,
@@ -112,7 +113,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     &window,
                     &Tta::default(),
                     &device,
-                    &indicatif::ProgressBar::hidden(),
+                    &glandseg_core::NoProgress,
                 );
                 (t.elapsed().as_secs_f64(), probs)
             })

@@ -2,19 +2,22 @@
 //! first command. phantom -> plan -> preprocess -> train -> predict -> evaluate -> report,
 //! each stage with its own progress bar, sized to finish in minutes on a 2-core CPU.
 
-use crate::predict::PredictArgs;
-use crate::train::TrainArgs;
+use crate::progress::Bars;
 use anyhow::{Context, Result};
 use clap::Args;
-use glandseg_core::LabelMap;
+use glandseg_core::{LabelMap, Progress};
 use glandseg_phantom::{write_dataset, Fov, PhantomConfig};
-use glandseg_plan::{fingerprint, make_plan, Dataset, PlanOptions};
-use indicatif::{ProgressBar, ProgressStyle};
+use glandseg_plan::naming::{channel_file, label_file};
+use glandseg_plan::{fingerprint, make_plan, Dataset, PlanOptions, PlanOverrides, Preset};
+use glandseg_predict::export::{ExportOptions, OutputType};
+use glandseg_predict::input::Inputs;
+use glandseg_predict::{PredictJob, PredictOptions};
+use glandseg_train::{OptimizerKind, TrainJob};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-#[derive(Args, Clone)]
+#[derive(Args)]
 pub struct DemoArgs {
     /// Output folder (dataset, model, predictions, evaluation, report.md).
     #[arg(long, short, default_value = "out/demo")]
@@ -38,14 +41,14 @@ pub struct DemoArgs {
     #[arg(long, num_args = 3, default_values_t = [32, 32, 32])]
     pub patch: Vec<usize>,
     /// Network widths: tiny (8..64 features), cpu (16..128) or gpu (32..320).
-    #[arg(long, default_value = "tiny", value_parser = ["tiny", "cpu", "gpu"])]
-    pub preset: String,
+    #[arg(long, default_value = "tiny", value_enum)]
+    pub preset: Preset,
     /// Optimiser: adamw (lr 1e-3) or sgd (nnU-Net's: Nesterov 0.99, lr 1e-2, poly decay).
     /// AdamW is the demo's default because the demo trains only a few hundred iterations:
     /// measured on the phantom (3 mm, 32^3 patches), SGD still predicted nothing but
     /// background after 375 iterations, while AdamW outlined the parotids after 200.
-    #[arg(long, default_value = "adamw", value_parser = ["sgd", "adamw"])]
-    pub optimizer: String,
+    #[arg(long, default_value = "adamw", value_enum)]
+    pub optimizer: OptimizerKind,
     /// Initial learning rate (default 1e-2 for SGD, 1e-3 for AdamW).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -55,6 +58,7 @@ pub struct DemoArgs {
     /// Fixed number of training iterations instead of the time budget (tests).
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
@@ -71,14 +75,14 @@ fn hold_out(ds_dir: &Path, ids: &[String], test: usize) -> Result<Vec<String>> {
     }
     for id in &held {
         for c in 0..2 {
-            let f = format!("{id}_{c:04}.nii.gz");
+            let f = channel_file(id, c, ".nii.gz");
             std::fs::rename(
                 ds_dir.join("imagesTr").join(&f),
                 ds_dir.join("imagesTs").join(&f),
             )
             .with_context(|| format!("moving {f} to imagesTs"))?;
         }
-        let f = format!("{id}.nii.gz");
+        let f = label_file(id, ".nii.gz");
         std::fs::rename(
             ds_dir.join("labelsTr").join(&f),
             ds_dir.join("labelsTs").join(&f),
@@ -123,19 +127,16 @@ pub fn run(a: DemoArgs) -> Result<()> {
         std::fs::remove_dir_all(&ds_dir)
             .with_context(|| format!("clearing {}", ds_dir.display()))?;
     }
-    let bar = bar(
-        a.quiet,
-        total as u64,
-        "phantom [{bar:30}] {pos}/{len} cases {elapsed} (ETA {eta})",
-    );
+    let bars = Bars::new(a.quiet);
+    bars.start("phantom", total as u64);
     let cfg = PhantomConfig {
         seed: a.seed,
         fov: Fov::HeadNeck,
         cut_top: false,
         scale: a.scale,
     };
-    write_dataset(&ds_dir, &cfg, total, false, &|_| bar.inc(1))?;
-    bar.finish_and_clear();
+    write_dataset(&ds_dir, &cfg, total, false, &|_| bars.inc(1))?;
+    bars.finish();
     let ids: Vec<String> = (0..total).map(glandseg_phantom::case_id).collect();
     let held = hold_out(&ds_dir, &ids, a.test_cases)?;
     timings.push(("phantom", t.elapsed().as_secs_f64()));
@@ -145,21 +146,22 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let t = Instant::now();
     let ds = Dataset::open(&ds_dir)?;
     let fp = fingerprint(&ds, a.seed)?;
-    let mut plan = make_plan(
+    let plan = make_plan(
         &fp,
         &ds.labels,
         &ds.channels,
         &PlanOptions {
             budget_gb: 2.0,
-            preset: a.preset.clone(),
+            preset: a.preset,
         },
     );
     // The demo's own choices: a coarse isotropic grid and a small patch, so that a
     // network learns the glands within minutes on two cores.
-    plan.target_spacing = [a.spacing; 3];
-    plan.patch_size = [a.patch[0], a.patch[1], a.patch[2]];
-    plan.stages = glandseg_plan::plan::topology(plan.patch_size, plan.target_spacing, &a.preset);
-    plan.batch_size = 2;
+    let plan = plan.with_overrides(&PlanOverrides {
+        spacing: Some([a.spacing; 3]),
+        patch: Some([a.patch[0], a.patch[1], a.patch[2]]),
+        batch: Some(2),
+    });
     glandseg_core::atomic::write_json(&ds_dir.join("plans").join("plans.json"), &plan)?;
     timings.push(("plan", t.elapsed().as_secs_f64()));
     eprintln!(
@@ -177,35 +179,20 @@ pub fn run(a: DemoArgs) -> Result<()> {
     if model_dir.exists() {
         std::fs::remove_dir_all(&model_dir)?;
     }
-    let mut targs = TrainArgs {
-        dataset: ds_dir.clone(),
-        fold: "all".into(),
-        model: Some(model_dir.clone()),
-        plan: None,
-        cache: None,
-        epochs: 1,
-        iters_per_epoch: 1,
+    let mut config = glandseg_train::TrainConfig {
         val_patches: 12,
-        optimizer: a.optimizer.clone(),
-        lr: a.lr,
         seed: a.seed,
-        batch_size: None,
-        patch: None,
-        resume: false,
-        no_augment: false,
-        mirror_all_axes: false,
-        quiet: a.quiet,
+        ..crate::train::checked_config(1, 1, a.optimizer, a.lr)?
     };
     let iterations = match a.iterations {
         Some(n) => n.max(1),
         None => {
             let cache =
-                glandseg_train::Cache::build(&ds, &plan, &ds_dir.join("preprocessed"), !a.quiet)?;
-            let cfg = crate::train::config_of(&targs)?;
+                glandseg_train::Cache::build(&ds, &plan, &ds_dir.join("preprocessed"), &bars)?;
             let secs = glandseg_train::trainer::seconds_per_iteration::<crate::TrainBackend>(
                 &plan,
                 &cache,
-                &cfg,
+                &config,
                 &Default::default(),
                 3,
             )?;
@@ -217,8 +204,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
             n
         }
     };
-    targs.iters_per_epoch = iterations.clamp(1, 25);
-    targs.epochs = iterations.div_ceil(targs.iters_per_epoch);
+    config.iters_per_epoch = iterations.clamp(1, 25);
+    config.epochs = iterations.div_ceil(config.iters_per_epoch);
     let command = format!(
         "glandseg demo --out {} --train-cases {} --test-cases {} --scale {} --spacing {} --seed {}",
         a.out.display(),
@@ -228,34 +215,36 @@ pub fn run(a: DemoArgs) -> Result<()> {
         a.spacing,
         a.seed
     );
-    crate::train::train(&targs, &command)?;
+    let job = TrainJob {
+        dataset: ds_dir.clone(),
+        fold: "all".into(),
+        model_dir: Some(model_dir.clone()),
+        plan: None,
+        cache: None,
+        overrides: PlanOverrides::default(),
+        config,
+        resume: false,
+        command,
+    };
+    crate::train::train(&job, a.quiet)?;
     timings.push(("preprocess + train", t.elapsed().as_secs_f64()));
 
     // 5. Predict the held-out cases.
     stage(4, "predict held-out cases");
     let t = Instant::now();
     let pred_dir = a.out.join("predictions");
-    let pargs = PredictArgs {
-        input: Some(ds_dir.join("imagesTs")),
-        ct: None,
-        pet: None,
+    let job = PredictJob {
+        inputs: Inputs::Folder(ds_dir.join("imagesTs")),
         model: model_dir.clone(),
         out: pred_dir.clone(),
         folds: Vec::new(),
-        step: 0.5,
-        no_tta: false,
-        precision: glandseg_net::Precision::F32,
-        tta_all_axes: false,
-        no_localize: false,
-        min_component_ml: None,
-        save_probabilities: false,
-        per_gland_files: false,
-        dilate: None,
-        no_review: false,
-        output_type: vec!["nifti".into(), "dicom-seg".into()],
-        quiet: a.quiet,
+        options: PredictOptions::default(),
+        export: ExportOptions {
+            outputs: vec![OutputType::Nifti, OutputType::DicomSeg],
+            ..ExportOptions::default()
+        },
     };
-    crate::predict::predict(&pargs)?;
+    crate::predict::predict(&job, a.quiet)?;
     timings.push(("predict", t.elapsed().as_secs_f64()));
 
     // 6. Evaluate and report.
@@ -263,12 +252,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let t = Instant::now();
     let map = LabelMap::default();
     let eval_dir = a.out.join("evaluation");
-    let cases = crate::evaluate::evaluate(
+    let cases = glandseg_eval::evaluate_folder(
         &pred_dir,
         &ds_dir.join("labelsTs"),
         &map,
         &eval_dir,
-        a.quiet,
+        &Bars::new(a.quiet),
     )?;
     timings.push(("evaluate", t.elapsed().as_secs_f64()));
     stage(6, "report");
@@ -291,19 +280,6 @@ pub fn run(a: DemoArgs) -> Result<()> {
         report.display()
     );
     Ok(())
-}
-
-fn bar(quiet: bool, len: u64, template: &str) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    b
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,6 +9,7 @@ mod info;
 mod phantom;
 mod plan;
 mod predict;
+mod progress;
 mod stats;
 mod train;
 

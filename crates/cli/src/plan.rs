@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clap::Args;
-use glandseg_plan::{fingerprint, make_plan, Dataset, PlanOptions};
+use glandseg_plan::{fingerprint, make_plan, Dataset, PlanOptions, Preset};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -14,8 +14,8 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 4.0)]
     budget_gb: f64,
     /// Network widths: tiny (8..64 features), cpu (16..128) or gpu (32..320, as nnU-Net).
-    #[arg(long, default_value = "cpu", value_parser = ["tiny", "cpu", "gpu"])]
-    preset: String,
+    #[arg(long, default_value = "cpu", value_enum)]
+    preset: Preset,
     /// Seed of the foreground intensity sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -32,7 +32,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
         &ds.channels,
         &PlanOptions {
             budget_gb: a.budget_gb,
-            preset: a.preset.clone(),
+            preset: a.preset,
         },
     );
     let out = a.out.clone().unwrap_or_else(|| a.dataset.join("plans"));

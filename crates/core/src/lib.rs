@@ -12,10 +12,12 @@ pub mod atomic;
 pub mod error;
 pub mod geometry;
 pub mod labels;
+pub mod progress;
 pub mod testdata;
 pub mod volume;
 
 pub use error::{Error, Result};
 pub use geometry::{Geometry, Mat3, Vec3};
 pub use labels::{LabelMap, Side};
+pub use progress::{NoProgress, Progress};
 pub use volume::Volume;

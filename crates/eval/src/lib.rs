@@ -27,11 +27,13 @@
 //!   MONAI and `surface-distance`) and held as `None`, written JSON `null` / an empty CSV
 //!   cell because JSON has no infinity; summaries count them as `undefined`.
 
+pub mod folder;
 pub mod metrics;
 pub mod report;
 pub mod summary;
 pub mod surface;
 
+pub use folder::{evaluate_folder, EvalError};
 pub use metrics::{compare, compare_masks, CaseMetrics, ClassMetrics};
 pub use summary::{summarise, Summary};
 pub use surface::{surface_distances, SurfaceDistances};

@@ -100,6 +100,16 @@ pub struct UNet<B: Backend> {
 }
 
 impl UNetConfig {
+    /// The network a plan describes (channels in, classes out, its stages): training and
+    /// prediction build it from the same plan, so a checkpoint always fits.
+    pub fn from_plan(plan: &glandseg_plan::Plan) -> Self {
+        UNetConfig {
+            in_channels: plan.channels.len(),
+            num_classes: plan.labels.num_classes(),
+            stages: plan.stages.clone(),
+        }
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> UNet<B> {
         let s = &self.stages;
         let mut encoder = Vec::new();

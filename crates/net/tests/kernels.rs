@@ -166,7 +166,7 @@ fn unet_outputs_and_gradients_match_burns_modules() {
     let device = Default::default();
     B::seed(&device, 5);
     let s = 16;
-    let stages = topology([s, s, s], [1.0; 3], "tiny");
+    let stages = topology([s, s, s], [1.0; 3], glandseg_plan::Preset::Tiny);
     let model = UNetConfig {
         in_channels: 2,
         num_classes: 4,

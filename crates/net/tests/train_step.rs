@@ -45,7 +45,7 @@ fn forward_shapes_and_falling_loss() {
     let device = Default::default();
     <B as burn::tensor::backend::Backend>::seed(&device, 7);
     let s = 16;
-    let stages = topology([s, s, s], [1.0; 3], "cpu");
+    let stages = topology([s, s, s], [1.0; 3], glandseg_plan::Preset::Cpu);
     assert_eq!(stages.len(), 3);
     let cfg = UNetConfig {
         in_channels: 2,

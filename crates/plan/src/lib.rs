@@ -6,8 +6,10 @@
 
 pub mod dataset;
 pub mod fingerprint;
+pub mod naming;
 pub mod plan;
+pub mod preprocess;
 
 pub use dataset::{Case, Dataset};
 pub use fingerprint::{fingerprint, ChannelStats, Fingerprint};
-pub use plan::{make_plan, Normalization, Plan, PlanOptions, Stage};
+pub use plan::{make_plan, Normalization, Plan, PlanOptions, PlanOverrides, Preset, Stage};

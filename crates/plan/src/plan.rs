@@ -59,21 +59,71 @@ pub struct Stage {
     pub stride: [usize; 3],
 }
 
+/// The network's widths: a closed set, so that a misspelt preset is an error (on the
+/// command line, a usage error) instead of quietly becoming another network.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 8 * 2^i features capped at 64: the demo's minutes-on-two-cores network.
+    Tiny,
+    /// 16 * 2^i features capped at 128: a network a CPU trains in hours.
+    #[default]
+    Cpu,
+    /// 32 * 2^i features capped at 320: nnU-Net's widths.
+    Gpu,
+}
+
+impl Preset {
+    /// Features of the first stage and the cap of every later one.
+    pub fn widths(self) -> (usize, usize) {
+        match self {
+            Preset::Gpu => (32, 320),
+            Preset::Tiny => (8, 64),
+            Preset::Cpu => (16, 128),
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Preset::Tiny => "tiny",
+            Preset::Cpu => "cpu",
+            Preset::Gpu => "gpu",
+        })
+    }
+}
+
+/// What the planner may choose within: the memory budget and the network's widths.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PlanOptions {
     /// Memory the training may use, GB (CPU RAM or GPU memory).
     pub budget_gb: f64,
-    /// "cpu" (narrow network) or "gpu" (nnU-Net's widths).
-    pub preset: String,
+    /// The network's widths.
+    pub preset: Preset,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             budget_gb: 4.0,
-            preset: "cpu".into(),
+            preset: Preset::Cpu,
         }
     }
+}
+
+/// Changes to a made plan (a quick run's coarse grid, small patch or batch). Applied with
+/// [`Plan::with_overrides`], which keeps what depends on them consistent, so the model
+/// folder's plan tiles prediction exactly as training sampled patches.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlanOverrides {
+    /// Isotropic or per-axis target spacing, mm: the topology is re-derived for it.
+    pub spacing: Option<[f64; 3]>,
+    /// Patch size, voxels: rounded up to the network's total stride.
+    pub patch: Option<[usize; 3]>,
+    /// Patches per training step.
+    pub batch: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -140,12 +190,8 @@ pub fn target_spacing(spacings: &[[f64; 3]], shapes: &[[usize; 3]]) -> [f64; 3] 
 }
 
 /// Stages for a patch at `spacing`: strides and kernels by nnU-Net's rules.
-pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: &str) -> Vec<Stage> {
-    let (base, cap) = match preset {
-        "gpu" => (32, 320),
-        "tiny" => (8, 64),
-        _ => (16, 128),
-    };
+pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: Preset) -> Vec<Stage> {
+    let (base, cap) = preset.widths();
     let mut stages = Vec::new();
     let mut sp = spacing;
     let mut size = patch.map(|p| p as f64);
@@ -176,6 +222,37 @@ pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: &str) -> Vec<Stage
         stride = next;
     }
     stages
+}
+
+impl Plan {
+    /// True when the first channel is CT: only then is the body found by its HU and the
+    /// head-and-neck region localised (a PET-only model uses the whole grid).
+    pub fn first_channel_is_ct(&self) -> bool {
+        self.channels
+            .first()
+            .is_some_and(|c| c.eq_ignore_ascii_case("CT"))
+    }
+
+    /// The plan with `o` applied. A new spacing re-derives the stages (kernels and strides
+    /// follow the spacing) for the new or current patch; the patch is then rounded up to
+    /// the network's total stride, as training rounds it. The memory estimate stays the
+    /// planner's (it documents the planned patch; a plan that is equal stays equal).
+    pub fn with_overrides(&self, o: &PlanOverrides) -> Plan {
+        let mut plan = self.clone();
+        if let Some(p) = o.patch {
+            plan.patch_size = p;
+        }
+        if let Some(s) = o.spacing {
+            plan.target_spacing = s;
+            plan.stages = topology(plan.patch_size, s, plan.options.preset);
+        }
+        let t = total_stride(&plan.stages);
+        plan.patch_size = [0, 1, 2].map(|a| plan.patch_size[a].div_ceil(t[a]) * t[a]);
+        if let Some(b) = o.batch {
+            plan.batch_size = b;
+        }
+        plan
+    }
 }
 
 /// Total downsampling factor per axis.
@@ -237,7 +314,7 @@ pub fn make_plan(
     // relative to the median until batch 2 fits the budget.
     let mut patch = med.map(|m| m.min(256));
     let fit = |patch: [usize; 3]| -> (Vec<Stage>, [usize; 3]) {
-        let stages = topology(patch, spacing, &opts.preset);
+        let stages = topology(patch, spacing, opts.preset);
         let t = total_stride(&stages);
         let p = [0, 1, 2].map(|a| patch[a].div_ceil(t[a]) * t[a]);
         (stages, p)
@@ -341,7 +418,7 @@ mod tests {
 
     #[test]
     fn topology_stops_at_4_voxels_and_skips_coarse_axes() {
-        let st = topology([128, 128, 32], [1.0, 1.0, 3.0], "cpu");
+        let st = topology([128, 128, 32], [1.0, 1.0, 3.0], Preset::Cpu);
         // k is 3x coarser: kernel 1 and no downsampling there until i/j catch up.
         assert_eq!(st[0].kernel, [3, 3, 1]);
         assert_eq!(st[1].stride, [2, 2, 1]);
@@ -351,7 +428,7 @@ mod tests {
             assert!([128, 128, 32][a] / t[a] >= 4, "{t:?}");
         }
         assert_eq!(st.last().unwrap().features, 128);
-        assert_eq!(topology([64; 3], [1.0; 3], "gpu")[1].features, 64);
+        assert_eq!(topology([64; 3], [1.0; 3], Preset::Gpu)[1].features, 64);
     }
 
     #[test]
@@ -374,7 +451,7 @@ mod tests {
             &ch,
             &PlanOptions {
                 budget_gb: 0.5,
-                preset: "cpu".into(),
+                preset: Preset::Cpu,
             },
         );
         let big = make_plan(
@@ -383,7 +460,7 @@ mod tests {
             &ch,
             &PlanOptions {
                 budget_gb: 8.0,
-                preset: "cpu".into(),
+                preset: Preset::Cpu,
             },
         );
         assert!(

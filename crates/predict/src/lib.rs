@@ -3,32 +3,73 @@
 //! optionally mirrored with the left/right class swap), bring the probabilities back onto
 //! the CT's own grid, take the argmax, and postprocess. The head-and-neck region is found
 //! first ([`localize`]), so only that part of a long scan is resampled and segmented.
+//!
+//! The stage's entry point is [`job::predict_job`] (cases found by [`input`], outputs
+//! written by [`export`]); [`Predictor`] is the model in memory for callers that bring
+//! their own volumes. It needs the model folder and the shared preprocessing, not the
+//! training crate.
+//!
+//! ```no_run
+//! use glandseg_predict::{export, input, PredictOptions, Predictor};
+//! # fn main() -> Result<(), glandseg_predict::PredictError> {
+//! let model = std::path::Path::new("model");
+//! let predictor = Predictor::<glandseg_net::Cpu>::load(model, &[], Default::default())?;
+//! let plan = &predictor.folder.plan;
+//! let inputs = input::Inputs::Folder("imagesTs".into());
+//! for found in input::find_cases(&inputs, plan.channels.len())? {
+//!     let case = input::load_case(&found)?;
+//!     let pred = predictor.predict(&case.images, &PredictOptions::default(), &glandseg_core::NoProgress)?;
+//!     export::write_case(
+//!         std::path::Path::new("predictions"),
+//!         &case,
+//!         &pred,
+//!         &plan.labels,
+//!         &export::ExportOptions::default(),
+//!     )?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod export;
+pub mod input;
+pub mod job;
 pub mod localize;
 pub mod postprocess;
 pub mod sliding;
 
-use glandseg_core::{Geometry, Volume};
+pub use error::{PredictError, Result};
+use glandseg_core::{Geometry, Progress, Volume};
+pub use glandseg_model::ModelFolder;
 use glandseg_net::{NetBackend, Precision, UNet};
 use glandseg_ops::resample::{resample, Interpolation};
-use glandseg_train::model_folder::ModelFolder;
-use glandseg_train::preprocess::preprocess_images;
-use glandseg_train::{Result, TrainError};
-use indicatif::ProgressBar;
+use glandseg_plan::preprocess::{body_box, outside_values, preprocess_images};
+pub use job::{predict_job, PredictJob};
 pub use postprocess::{ComponentRule, LateralityCheck};
 use serde::Serialize;
 pub use sliding::{SlidingWindow, Tta};
 
+/// How a case is segmented.
 #[derive(Clone, Debug)]
 pub struct PredictOptions {
+    /// Sliding-window step as a fraction of the tile.
     pub step: f64,
+    /// Tiles per forward pass.
     pub batch: usize,
+    /// Test-time mirroring along the left-right axis (with the left/right class swap).
     pub mirror_lr: bool,
+    /// Test-time mirroring along the other two axes as well.
     pub mirror_other_axes: bool,
+    /// Segment only the head-and-neck region found first (CT models).
     pub localize: bool,
     /// Height of the head-and-neck region below the top of the body, mm.
     pub region_mm: f64,
+    /// Which connected components of each gland are kept.
     pub components: ComponentRule,
+    /// Return each class's probability map on the CT grid too.
     pub keep_probabilities: bool,
     /// Arithmetic of the network's convolutions (bf16 on CPUs with AMX).
     pub precision: Precision,
@@ -55,29 +96,40 @@ impl Default for PredictOptions {
 pub struct PredictionReport {
     /// Voxel box of the CT grid that was segmented.
     pub region_lo: [usize; 3],
+    /// Exclusive upper corner of that box.
     pub region_hi: [usize; 3],
+    /// Shape of the region at the network's spacing (what the tiles cover).
     pub tiles_shape: [usize; 3],
+    /// Folds ensembled.
     pub folds: Vec<String>,
+    /// Mirrored variants averaged per fold (1 = none).
     pub tta_variants: usize,
     /// The convolutions' arithmetic that ran: "f32", or "bf16" where it was asked for and
     /// the CPU has AMX.
     pub precision: String,
+    /// Per left/right pair: were both found on their own side?
     pub laterality: Vec<LateralityCheck>,
+    /// What a reader of the result should know (also in `prediction.json`).
     pub warnings: Vec<String>,
+    /// Wall time of the prediction.
     pub seconds: f64,
 }
 
+/// A segmented case.
 pub struct Prediction {
     /// Labels on the CT's grid.
     pub labels: Volume<u8>,
     /// Per-class probabilities on the CT's grid (when asked for), background first.
     pub probabilities: Option<Vec<Volume<f32>>>,
+    /// What else was found and done.
     pub report: PredictionReport,
 }
 
 /// A loaded model: the plan and one network per fold.
 pub struct Predictor<B: NetBackend> {
+    /// The model folder (its plan says how to preprocess and tile).
     pub folder: ModelFolder,
+    /// The folds loaded, in ensemble order.
     pub folds: Vec<String>,
     models: Vec<UNet<B>>,
     device: B::Device,
@@ -93,7 +145,7 @@ impl<B: NetBackend> Predictor<B> {
             folds.to_vec()
         };
         if folds.is_empty() {
-            return Err(TrainError::Input(format!(
+            return Err(PredictError::Input(format!(
                 "{}: no trained fold (no fold_*/checkpoint_*.ckpt)",
                 dir.display()
             )));
@@ -101,7 +153,7 @@ impl<B: NetBackend> Predictor<B> {
         let models = folds
             .iter()
             .map(|f| folder.load_network::<B>(f, &device))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<glandseg_model::Result<Vec<_>>>()?;
         Ok(Predictor {
             folder,
             folds,
@@ -112,16 +164,17 @@ impl<B: NetBackend> Predictor<B> {
 
     /// Segments one case. `images` are the plan's channels in order (CT first); other
     /// channels may be on their own grids (resampled straight onto the network's grid).
+    /// Borrowed: a caller keeps its whole-body CT for the outputs without a copy.
     pub fn predict(
         &self,
-        images: Vec<Volume<f32>>,
+        images: &[Volume<f32>],
         opts: &PredictOptions,
-        bar: &ProgressBar,
+        progress: &dyn Progress,
     ) -> Result<Prediction> {
         let started = std::time::Instant::now();
         let plan = &self.folder.plan;
         if images.len() != plan.channels.len() {
-            return Err(TrainError::Input(format!(
+            return Err(PredictError::Input(format!(
                 "the model reads {} channels ({}), {} were given",
                 plan.channels.len(),
                 plan.channels.join(", "),
@@ -132,24 +185,20 @@ impl<B: NetBackend> Predictor<B> {
         // straight onto the network's grid (one interpolation, and no whole-CT-grid copy
         // of a whole-body PET).
         let ct_grid = images[0].geometry().clone();
-        let is_ct = plan
-            .channels
-            .first()
-            .is_some_and(|c| c.eq_ignore_ascii_case("CT"));
+        let is_ct = plan.first_channel_is_ct();
         let mut warnings = Vec::new();
         let region = if opts.localize && is_ct {
             localize::head_neck_region(&images[0], opts.region_mm, 20.0)
         } else {
-            let body = glandseg_train::preprocess::body_box(&images[0], is_ct);
+            let body = body_box(&images[0], is_ct);
             if opts.localize && !is_ct {
                 warnings.push("first channel is not CT: no head-and-neck localisation".into());
             }
             body
         };
-        let (target, data) = preprocess_images(&images, plan, region)?;
-        drop(images);
+        let (target, data) = preprocess_images(images, plan, region)?;
         let classes = plan.labels.num_classes();
-        let fill = glandseg_train::preprocess::outside_values(plan);
+        let fill = outside_values(plan);
         let window = SlidingWindow {
             patch: plan.patch_size,
             step: opts.step,
@@ -184,7 +233,7 @@ impl<B: NetBackend> Predictor<B> {
                 &window,
                 &tta,
                 &self.device,
-                bar,
+                progress,
             )
         });
         drop(data);

@@ -8,9 +8,9 @@
 //! the right one was, so its prediction must be relabelled before it is averaged in.
 
 use burn::tensor::{Tensor, TensorData};
+use glandseg_core::Progress;
 use glandseg_net::{NetBackend, UNet};
 use glandseg_ops::flip::flip_blocks;
-use indicatif::ProgressBar;
 
 #[derive(Clone, Debug)]
 pub struct SlidingWindow {
@@ -114,7 +114,7 @@ pub fn predict_probabilities<B: NetBackend>(
     window: &SlidingWindow,
     tta: &Tta,
     device: &B::Device,
-    bar: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Vec<f32> {
     // Pad up to one tile where the image is smaller.
     let p = window.patch;
@@ -157,8 +157,7 @@ pub fn predict_probabilities<B: NetBackend>(
     let swap_idx: Vec<i64> = (0..classes)
         .map(|c| tta.swap.get(c).copied().unwrap_or(c) as i64)
         .collect();
-    bar.set_length(starts.len() as u64);
-    bar.set_position(0);
+    progress.start("predict", starts.len() as u64);
     for chunk in starts.chunks(window.batch.max(1)) {
         let nb = chunk.len();
         let mut batch = vec![0f32; nb * channels * tile_vox];
@@ -230,7 +229,7 @@ pub fn predict_probabilities<B: NetBackend>(
                 }
             }
         }
-        bar.inc(nb as u64);
+        progress.inc(nb as u64);
     }
     // Normalise and cut the padding off.
     let mut out = vec![0f32; classes * n];

@@ -12,7 +12,7 @@ fn lr_tta_is_equivariant_under_mirror_with_swap() {
     let device = Default::default();
     Cpu::seed(&device, 11);
     let p = [16, 16, 16];
-    let stages = glandseg_plan::plan::topology(p, [1.0; 3], "tiny");
+    let stages = glandseg_plan::plan::topology(p, [1.0; 3], glandseg_plan::Preset::Tiny);
     let classes = 5; // background, a_left, a_right, b_left, b_right
     let model = UNetConfig {
         in_channels: 2,
@@ -63,7 +63,7 @@ fn lr_tta_is_equivariant_under_mirror_with_swap() {
             &window,
             &tta,
             &device,
-            &indicatif::ProgressBar::hidden(),
+            &glandseg_core::NoProgress,
         )
     };
     let original = run(&image);

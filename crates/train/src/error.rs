@@ -17,6 +17,10 @@ pub enum TrainError {
     Input(String),
     #[error("{path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Model(#[from] glandseg_model::ModelError),
+    #[error(transparent)]
+    Dataset(#[from] glandseg_plan::dataset::DatasetError),
 }
 
 impl TrainError {

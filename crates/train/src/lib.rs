@@ -6,6 +6,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod error;
+pub mod job;
 pub mod model_folder;
 pub mod preprocess;
 pub mod splits;
@@ -13,6 +14,7 @@ pub mod trainer;
 
 pub use augment::{AugmentConfig, PatchSampler};
 pub use error::{Result, TrainError};
+pub use job::{train_fold, TrainJob, TrainOutcome};
 pub use model_folder::{ModelFolder, ModelInfo};
 pub use preprocess::{preprocess_images, Cache};
-pub use trainer::{OptimizerKind, TrainConfig, TrainState, Trainer};
+pub use trainer::{OptimizerKind, TrainConfig, TrainState, TrainSummary, Trainer};

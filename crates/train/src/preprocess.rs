@@ -4,10 +4,12 @@
 //! prediction time ([`preprocess_images`]), so a model always sees what it was trained on.
 
 use crate::error::{Result, TrainError};
+use glandseg_core::geometry::GRID_TOLERANCE;
+use glandseg_core::Progress;
 use glandseg_core::{atomic, Geometry, Volume};
-use glandseg_ops::resample::{resample, resample_labels, Interpolation, LabelInterpolation};
+use glandseg_ops::resample::{resample_labels, LabelInterpolation};
+pub use glandseg_plan::preprocess::{body_box, onto_first_grid, outside_values, preprocess_images};
 use glandseg_plan::{Dataset, Plan};
-use indicatif::{ProgressBar, ProgressStyle};
 use memmap2::Mmap;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
@@ -41,56 +43,6 @@ struct CacheManifest {
     normalization: Vec<glandseg_plan::Normalization>,
     channels: Vec<String>,
     cases: Vec<String>,
-}
-
-/// The body box of a CT (the fingerprint's rule: HU > -500), or the whole grid for other
-/// first channels or an all-air image, so a PET-only model still works.
-pub fn body_box(first: &Volume<f32>, is_ct: bool) -> ([usize; 3], [usize; 3]) {
-    let full = ([0; 3], first.shape());
-    if !is_ct {
-        return full;
-    }
-    glandseg_plan::fingerprint::body_bbox(first, true).unwrap_or(full)
-}
-
-/// What each normalised channel reads outside the image (air, zero uptake): the plan's
-/// normalisation of the lowest value, which the clip or the log maps onto its floor.
-pub fn outside_values(plan: &Plan) -> Vec<f32> {
-    plan.normalization
-        .iter()
-        .map(|n| n.apply(f32::MIN))
-        .collect()
-}
-
-/// Brings the channels of one case onto the first channel's grid, crops to `crop`
-/// (voxel box of the first channel's grid, exclusive upper bound), resamples to the plan's
-/// spacing and normalises. Returns the cropped target grid and the channels, channel-major
-/// in the volume's memory order.
-pub fn preprocess_images(
-    images: &[Volume<f32>],
-    plan: &Plan,
-    crop: ([usize; 3], [usize; 3]),
-) -> Result<(Geometry, Vec<f32>)> {
-    let reference = images
-        .first()
-        .ok_or_else(|| TrainError::Input("no image channels".into()))?
-        .geometry()
-        .clone();
-    let cropped = reference.crop(crop.0, crop.1)?;
-    let target = cropped.with_spacing(plan.target_spacing);
-    let n = target.num_voxels();
-    let mut out = vec![0f32; n * images.len()];
-    out.par_chunks_mut(n)
-        .zip(images.par_iter().zip(&plan.normalization))
-        .for_each(|(dst, (img, norm))| {
-            // Outside the field of view reads as the image's minimum (air, zero uptake).
-            let fill = img.min_max().map(|m| m.0 as f32).unwrap_or(0.0);
-            let v = resample(img, &target, Interpolation::Linear, fill);
-            for (d, s) in dst.iter_mut().zip(v.as_slice()) {
-                *d = norm.apply(*s);
-            }
-        });
-    Ok((target, out))
 }
 
 /// Label map onto the preprocessed grid (one-hot linear, then argmax: smoother than
@@ -185,7 +137,7 @@ impl Cache {
 
     /// Preprocesses `ds` into `dir` (reusing an up-to-date cache), in parallel across
     /// cases; one case is in memory per worker thread, whatever the cohort size.
-    pub fn build(ds: &Dataset, plan: &Plan, dir: &Path, progress: bool) -> Result<Cache> {
+    pub fn build(ds: &Dataset, plan: &Plan, dir: &Path, progress: &dyn Progress) -> Result<Cache> {
         std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         let manifest = CacheManifest {
             target_spacing: plan.target_spacing,
@@ -205,22 +157,8 @@ impl Cache {
                 }
             }
         }
-        let is_ct = plan
-            .channels
-            .first()
-            .is_some_and(|c| c.eq_ignore_ascii_case("CT"));
-        let bar = if progress {
-            let b = ProgressBar::new(ds.cases.len() as u64);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "preprocess {bar:30} {pos}/{len} cases [{elapsed_precise} < {eta}] {msg}",
-                )
-                .expect("valid template"),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        let is_ct = plan.first_channel_is_ct();
+        progress.start("preprocess", ds.cases.len() as u64);
         let infos: Vec<CaseInfo> = ds
             .cases
             .par_iter()
@@ -233,7 +171,7 @@ impl Cache {
                     .collect::<Result<_>>()?;
                 let labels = glandseg_nifti::read_labels(&case.label)?;
                 let source = images[0].geometry().clone();
-                if !labels.geometry().same_grid(&source, 1e-3) {
+                if !labels.geometry().same_grid(&source, GRID_TOLERANCE) {
                     return Err(TrainError::Input(format!(
                         "{}: label map is not on the grid of {}",
                         case.label.display(),
@@ -255,12 +193,12 @@ impl Cache {
                 atomic::write_bytes(&p, bytemuck::cast_slice(&data))?;
                 atomic::write_bytes(&dir.join(format!("{}.u8", case.id)), labels.as_slice())?;
                 atomic::write_json(&dir.join(format!("{}.json", case.id)), &info)?;
-                bar.inc(1);
-                bar.set_message(case.id.clone());
+                progress.inc(1);
+                progress.message(&case.id);
                 Ok(info)
             })
             .collect::<Result<_>>()?;
-        bar.finish_and_clear();
+        progress.finish();
         atomic::write_json(&manifest_path, &manifest)?;
         Ok(Cache {
             dir: dir.to_path_buf(),
@@ -288,20 +226,4 @@ impl Cache {
             cases,
         })
     }
-}
-
-/// Every channel on the first channel's grid (PET often arrives on its own coarser grid).
-pub fn onto_first_grid(images: Vec<Volume<f32>>) -> Vec<Volume<f32>> {
-    let reference = images[0].geometry().clone();
-    images
-        .into_iter()
-        .map(|v| {
-            if v.geometry().same_grid(&reference, 1e-3) {
-                v
-            } else {
-                let fill = v.min_max().map(|m| m.0 as f32).unwrap_or(0.0);
-                resample(&v, &reference, Interpolation::Linear, fill)
-            }
-        })
-        .collect()
 }

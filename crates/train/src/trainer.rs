@@ -20,18 +20,42 @@ use burn::record::Recorder;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use glandseg_core::atomic;
+use glandseg_core::Progress;
 use glandseg_net::{downsample_labels, DeepSupervisionLoss, NetAutodiffBackend, UNet, UNetConfig};
 use glandseg_plan::Plan;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// The optimiser: a closed set shared with the command line.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
+    /// nnU-Net's: SGD with Nesterov momentum 0.99, poly learning-rate decay.
     Sgd,
+    /// AdamW: learns faster in a short run (the demo's few hundred iterations).
+    #[cfg_attr(feature = "clap", value(name = "adamw"))]
     AdamW,
+}
+
+impl OptimizerKind {
+    /// The initial learning rate when none is given: nnU-Net's 1e-2 for SGD, 1e-3 for AdamW.
+    pub fn default_lr(self) -> f64 {
+        match self {
+            OptimizerKind::Sgd => 1e-2,
+            OptimizerKind::AdamW => 1e-3,
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::AdamW => "adamw",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -258,12 +282,9 @@ pub fn seeded_network<B: Backend>(plan: &Plan, seed: u64, device: &B::Device) ->
     model
 }
 
+/// The planned network's configuration (built in `glandseg-net` from the plan).
 pub fn network_config(plan: &Plan) -> UNetConfig {
-    UNetConfig {
-        in_channels: plan.channels.len(),
-        num_classes: plan.labels.num_classes(),
-        stages: plan.stages.clone(),
-    }
+    UNetConfig::from_plan(plan)
 }
 
 /// Patch size actually used: the override rounded up to the network's total stride.
@@ -282,7 +303,8 @@ pub struct Trainer<'a> {
     pub train_cases: Vec<String>,
     pub val_cases: Vec<String>,
     pub config: TrainConfig,
-    pub progress: bool,
+    /// Where the iterations are reported ([`glandseg_core::NoProgress`] for none).
+    pub progress: &'a dyn Progress,
     /// Stop (as a kill would) once this many epochs are done in this call; the next run
     /// with `resume` continues. For tests and for training in time slices.
     pub stop_after_epochs: Option<usize>,
@@ -294,9 +316,7 @@ pub struct TrainSummary {
     pub resumed_from_epoch: Option<usize>,
 }
 
-pub const LATEST: &str = "checkpoint_latest.ckpt";
-pub const BEST: &str = "checkpoint_best.ckpt";
-pub const FINAL: &str = "checkpoint_final.ckpt";
+pub use glandseg_model::{BEST, FINAL, LATEST};
 
 impl Trainer<'_> {
     fn open_cases(&self, ids: &[String]) -> Result<Vec<CachedCase>> {
@@ -378,18 +398,8 @@ impl Trainer<'_> {
         let ds = DeepSupervisionLoss::new(levels.max(1));
         let classes = plan.labels.num_classes();
         let total = (cfg.epochs * cfg.iters_per_epoch) as u64;
-        let bar = if self.progress {
-            let b = ProgressBar::new(total);
-            b.set_style(
-                ProgressStyle::with_template(
-                    "train {bar:30} {pos}/{len} it [{elapsed_precise} < {eta}] {msg}",
-                )
-                .expect("valid template"),
-            );
-            b
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = self.progress;
+        bar.start("train", total);
         bar.set_position((state.epochs_done * cfg.iters_per_epoch) as u64);
 
         let start_t = (state.epochs_done * cfg.iters_per_epoch) as u64;
@@ -482,7 +492,7 @@ impl Trainer<'_> {
                         seconds: started.elapsed().as_secs_f64(),
                     });
                     state.epochs_done = epoch + 1;
-                    bar.set_message(format!(
+                    bar.message(&format!(
                         "epoch {}/{} loss {train_loss:.3} val Dice {mean_dice:.3}",
                         epoch + 1,
                         cfg.epochs
@@ -515,7 +525,7 @@ impl Trainer<'_> {
             let _ = producer.join();
             result
         })?;
-        bar.finish_and_clear();
+        bar.finish();
         Ok(TrainSummary {
             state,
             resumed_from_epoch,

@@ -34,14 +34,24 @@ fn fixture() -> &'static (tempfile::TempDir, Plan) {
             &ds.channels,
             &PlanOptions {
                 budget_gb: 1.0,
-                preset: "tiny".into(),
+                preset: glandseg_plan::Preset::Tiny,
             },
         );
         plan.target_spacing = [4.0; 3];
         plan.patch_size = [24, 24, 24];
-        plan.stages = glandseg_plan::plan::topology(plan.patch_size, plan.target_spacing, "tiny");
+        plan.stages = glandseg_plan::plan::topology(
+            plan.patch_size,
+            plan.target_spacing,
+            glandseg_plan::Preset::Tiny,
+        );
         plan.batch_size = 2;
-        Cache::build(&ds, &plan, &dir.path().join("cache"), false).unwrap();
+        Cache::build(
+            &ds,
+            &plan,
+            &dir.path().join("cache"),
+            &glandseg_core::NoProgress,
+        )
+        .unwrap();
         (dir, plan)
     })
 }
@@ -76,7 +86,7 @@ fn cache_holds_normalised_channels_and_labels() {
         .modified()
         .unwrap();
     let ds = Dataset::open(&fixture().0.path().join("ds")).unwrap();
-    Cache::build(&ds, plan, &cache.dir, false).unwrap();
+    Cache::build(&ds, plan, &cache.dir, &glandseg_core::NoProgress).unwrap();
     let after = std::fs::metadata(cache.dir.join("GLAND_000.f32"))
         .unwrap()
         .modified()
@@ -172,7 +182,7 @@ fn trainer<'a>(plan: &'a Plan, cache: &'a Cache, dir: &Path, cfg: TrainConfig) -
         train_cases: vec!["GLAND_000".into()],
         val_cases: vec!["GLAND_001".into()],
         config: cfg,
-        progress: false,
+        progress: &glandseg_core::NoProgress,
         stop_after_epochs: None,
     }
 }

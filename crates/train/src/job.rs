@@ -1,0 +1,132 @@
+//! Training's entry point (nnU-Net's `run_training_entry`): one fold of one dataset, from
+//! the raw folder to a model folder, with every setting in a typed [`TrainJob`]. The
+//! command line and the demo both call [`train_fold`]; plan overrides are applied here, so
+//! the model folder's plan always tiles prediction as training sampled patches.
+
+use crate::error::{Result, TrainError};
+use crate::preprocess::Cache;
+use crate::splits;
+use crate::trainer::{TrainConfig, TrainSummary, Trainer};
+use glandseg_core::Progress;
+use glandseg_model::ModelFolder;
+use glandseg_net::NetAutodiffBackend;
+use glandseg_plan::{fingerprint, make_plan, Dataset, Plan, PlanOptions, PlanOverrides};
+use std::path::{Path, PathBuf};
+
+/// Seed of the 5-fold split written to `splits.json` (fixed: every fold of a model must
+/// come from the same split).
+pub const SPLIT_SEED: u64 = 12345;
+
+/// One fold to train.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    /// Dataset folder in the nnU-Net raw layout.
+    pub dataset: PathBuf,
+    /// Fold "0".."4" of the 5-fold split, or "all" (every case, no validation split).
+    pub fold: String,
+    /// Model folder (default: DATASET/model).
+    pub model_dir: Option<PathBuf>,
+    /// plans.json to train (default: DATASET/plans/plans.json, made when missing).
+    pub plan: Option<PathBuf>,
+    /// Preprocessed cache (default: DATASET/preprocessed).
+    pub cache: Option<PathBuf>,
+    /// Changes to the plan (patch, batch); written into the model folder's plan.
+    pub overrides: PlanOverrides,
+    /// The optimisation settings.
+    pub config: TrainConfig,
+    /// Resume from the fold's latest checkpoint.
+    pub resume: bool,
+    /// The command recorded in model.json.
+    pub command: String,
+}
+
+/// What [`train_fold`] did.
+pub struct TrainOutcome {
+    /// The model folder.
+    pub model_dir: PathBuf,
+    /// The run's state and whether it was resumed.
+    pub summary: TrainSummary,
+}
+
+/// The plan to train: `explicit`, else DATASET/plans/plans.json, else a new one with
+/// default options (written there; `progress` is told).
+pub fn load_or_make_plan(
+    ds: &Dataset,
+    explicit: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Plan> {
+    let path = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| ds.root.join("plans").join("plans.json"));
+    if path.is_file() {
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            TrainError::Input(format!("{}: not a glandseg plan: {e}", path.display()))
+        });
+    }
+    if explicit.is_some() {
+        return Err(TrainError::Input(format!(
+            "{}: no such plan file",
+            path.display()
+        )));
+    }
+    progress.note("no plan yet: fingerprinting and planning with default options (glandseg plan)");
+    let fp = fingerprint(ds, 0)?;
+    let plan = make_plan(&fp, &ds.labels, &ds.channels, &PlanOptions::default());
+    glandseg_core::atomic::write_json(&path, &plan)?;
+    Ok(plan)
+}
+
+/// Trains one fold: plan (loaded or made, overrides applied), model folder, preprocessed
+/// cache, split, then the training loop on backend `B`.
+pub fn train_fold<B: NetAutodiffBackend>(
+    job: &TrainJob,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<TrainOutcome> {
+    let ds = Dataset::open(&job.dataset)?;
+    let plan = load_or_make_plan(&ds, job.plan.as_deref(), progress)?;
+    // The overrides become the model's plan, so prediction tiles the same way.
+    let plan = plan.with_overrides(&job.overrides);
+    let mut config = job.config.clone();
+    config.patch_size = job.overrides.patch;
+    config.batch_size = job.overrides.batch;
+    let model_dir = job
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("model"));
+    let folder = ModelFolder::create(&model_dir, &plan, &job.command)?;
+    let cache_dir = job
+        .cache
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("preprocessed"));
+    let cache = Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
+        TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
+    })?;
+    let ids: Vec<String> = ds.cases.iter().map(|c| c.id.clone()).collect();
+    let (train_cases, val_cases) = if job.fold == "all" {
+        (ids.clone(), Vec::new())
+    } else {
+        let f: usize = job.fold.parse().map_err(|_| {
+            TrainError::Input(format!("--fold must be 0-4 or all, got {:?}", job.fold))
+        })?;
+        let sp = splits::load_or_create(&model_dir.join("splits.json"), &ids, SPLIT_SEED)?;
+        let s = sp.get(f).ok_or_else(|| {
+            TrainError::Input(format!("--fold {f}: splits.json has {} folds", sp.len()))
+        })?;
+        (s.train.clone(), s.val.clone())
+    };
+    let trainer = Trainer {
+        plan: &plan,
+        cache: &cache,
+        fold_dir: folder.fold_dir(&job.fold),
+        fold: job.fold.clone(),
+        train_cases,
+        val_cases,
+        config,
+        progress,
+        stop_after_epochs: None,
+    };
+    let summary = trainer.run::<B>(device, job.resume)?;
+    Ok(TrainOutcome { model_dir, summary })
+}
