@@ -26,6 +26,28 @@
 //! - exactly one empty: Dice = IoU = surface Dice = 0; the distances are infinite (as in
 //!   MONAI and `surface-distance`) and held as `None`, written JSON `null` / an empty CSV
 //!   cell because JSON has no infinity; summaries count them as `undefined`.
+//!
+//! The stage's entry point is [`evaluate_folder`]:
+//!
+//! ```no_run
+//! use std::path::Path;
+//! # fn main() -> Result<(), glandseg_eval::EvalError> {
+//! let map = glandseg_core::LabelMap::default();
+//! let cases = glandseg_eval::evaluate_folder(
+//!     Path::new("predictions"),
+//!     Path::new("labelsTs"),
+//!     &map,
+//!     Path::new("evaluation"),
+//!     &glandseg_core::NoProgress,
+//! )?;
+//! for s in glandseg_eval::summarise(&cases) {
+//!     println!("{}: Dice {:?}", s.name, s.dice.mean);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod folder;
 pub mod metrics;

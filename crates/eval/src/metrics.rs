@@ -11,7 +11,9 @@ use serde::Serialize;
 /// was empty reads from `volume_pred_ml` / `volume_ref_ml` being 0.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ClassMetrics {
+    /// Label value.
     pub label: u8,
+    /// Class name (from the label map).
     pub name: String,
     /// 2|P∩R| / (|P| + |R|); 1 when both are empty, 0 when one is.
     pub dice: f64,
@@ -26,8 +28,11 @@ pub struct ClassMetrics {
     pub assd: Option<f64>,
     /// Normalised surface Dice at 1 mm and 2 mm, counted over surface voxels.
     pub nsd_1mm: f64,
+    /// Normalised surface Dice at 2 mm.
     pub nsd_2mm: f64,
+    /// Predicted volume, mL.
     pub volume_pred_ml: f64,
+    /// Reference volume, mL.
     pub volume_ref_ml: f64,
     /// Predicted minus reference volume.
     pub volume_diff_ml: f64,
@@ -38,7 +43,9 @@ pub struct ClassMetrics {
 /// The metrics of every class of one case, as the summary and the report files take them.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CaseMetrics {
+    /// Case id (file name without the NIfTI ending).
     pub case: String,
+    /// One entry per foreground class, in label order.
     pub classes: Vec<ClassMetrics>,
 }
 

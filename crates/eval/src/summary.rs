@@ -11,10 +11,15 @@ use std::collections::BTreeMap;
 /// over 9 of 10 cases is never mistaken for one over all 10.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Stat {
+    /// Mean over the cases where the metric is defined.
     pub mean: Option<f64>,
+    /// Sample standard deviation (n - 1), when n > 1.
     pub std: Option<f64>,
+    /// Median over the defined cases.
     pub median: Option<f64>,
+    /// Cases where the metric is defined.
     pub n: usize,
+    /// Cases where it is not (an infinite distance).
     pub undefined: usize,
 }
 
@@ -59,16 +64,27 @@ pub fn stat(values: impl Iterator<Item = Option<f64>>) -> Stat {
 /// The statistics of every metric for one class.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ClassSummary {
+    /// Label value.
     pub label: u8,
+    /// Class name.
     pub name: String,
+    /// Dice.
     pub dice: Stat,
+    /// IoU.
     pub iou: Stat,
+    /// Hausdorff distance, mm.
     pub hd: Stat,
+    /// HD95, mm.
     pub hd95: Stat,
+    /// Average symmetric surface distance, mm.
     pub assd: Stat,
+    /// Surface Dice at 1 mm.
     pub nsd_1mm: Stat,
+    /// Surface Dice at 2 mm.
     pub nsd_2mm: Stat,
+    /// Volume difference, mL.
     pub volume_diff_ml: Stat,
+    /// Volume difference, % of the reference.
     pub volume_diff_pct: Stat,
 }
 
@@ -76,7 +92,9 @@ pub struct ClassSummary {
 /// yields the classes.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Summary {
+    /// Cases summarised.
     pub cases: usize,
+    /// One summary per class, in label order.
     pub classes: Vec<ClassSummary>,
 }
 

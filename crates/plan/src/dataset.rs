@@ -7,9 +7,16 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
+/// A dataset folder that does not follow the nnU-Net raw layout (names the file).
 pub enum DatasetError {
+    /// The folder or a file in it is not as the layout requires.
     #[error("{path}: {msg}")]
-    Invalid { path: PathBuf, msg: String },
+    Invalid {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
 }
 
 fn invalid(path: &Path, msg: impl Into<String>) -> DatasetError {
@@ -20,23 +27,33 @@ fn invalid(path: &Path, msg: impl Into<String>) -> DatasetError {
 }
 
 #[derive(Clone, Debug)]
+/// One training case: its channel images and its label map.
 pub struct Case {
+    /// Case id (the label file name without the ending).
     pub id: String,
     /// One image per channel, in channel order.
     pub images: Vec<PathBuf>,
+    /// The label map.
     pub label: PathBuf,
 }
 
 #[derive(Clone, Debug)]
+/// A dataset folder in the nnU-Net raw layout.
 pub struct Dataset {
+    /// The folder.
     pub root: PathBuf,
+    /// Channel names in order (dataset.json "channel_names").
     pub channels: Vec<String>,
+    /// The label map (dataset.json "labels").
     pub labels: LabelMap,
+    /// File ending of every image (".nii.gz").
     pub file_ending: String,
+    /// The cases with labels, sorted by id.
     pub cases: Vec<Case>,
 }
 
 impl Dataset {
+    /// Reads dataset.json and lists the cases, checking that every channel file exists.
     pub fn open(root: &Path) -> Result<Dataset, DatasetError> {
         let dj = root.join("dataset.json");
         let text =

@@ -13,26 +13,40 @@ use std::collections::BTreeMap;
 pub const SAMPLES_PER_CASE: usize = 10_000;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Intensity statistics of one channel over the foreground voxels.
 pub struct ChannelStats {
+    /// Channel name.
     pub name: String,
+    /// Mean.
     pub mean: f64,
+    /// Standard deviation.
     pub std: f64,
+    /// 0.5th percentile.
     pub p00_5: f64,
+    /// Median.
     pub p50: f64,
+    /// 99.5th percentile.
     pub p99_5: f64,
+    /// Minimum.
     pub min: f64,
+    /// Maximum.
     pub max: f64,
     /// The same statistics of ln(1 + max(x, 0)): used for PET (SUV), see the plan.
     pub log1p_mean: f64,
+    /// Standard deviation of ln(1 + max(x, 0)).
     pub log1p_std: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// What the dataset is: the facts the plan is derived from (fingerprint.json).
 pub struct Fingerprint {
+    /// Case ids, in dataset order.
     pub case_ids: Vec<String>,
+    /// Voxel spacing of each case, mm.
     pub spacings: Vec<[f64; 3]>,
     /// Shapes after cropping to the body (voxels above the channel-0 background).
     pub shapes_after_crop: Vec<[usize; 3]>,
+    /// Intensity statistics per channel.
     pub channels: Vec<ChannelStats>,
     /// Label name -> volume in mL per case.
     pub label_volumes_ml: BTreeMap<String, Vec<f64>>,
@@ -91,6 +105,7 @@ struct CaseFacts {
     volumes: Vec<(String, f64)>,
 }
 
+/// Fingerprints the dataset: spacings, body-cropped shapes, foreground intensities (sampled with `seed`), label volumes and left/right pairs.
 pub fn fingerprint(ds: &Dataset, seed: u64) -> Result<Fingerprint, DatasetError> {
     let is_ct = ds
         .channels

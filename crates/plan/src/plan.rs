@@ -24,19 +24,32 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "scheme", rename_all = "snake_case")]
+/// Per-channel intensity normalisation, fitted on the foreground by the fingerprint.
 pub enum Normalization {
     /// clip to [lo, hi], then (x - mean) / std.
     ClipZscore {
+        /// Lower clip (foreground 0.5th percentile).
         lo: f64,
+        /// Upper clip (foreground 99.5th percentile).
         hi: f64,
+        /// Foreground mean.
         mean: f64,
+        /// Foreground standard deviation.
         std: f64,
     },
     /// y = ln(1 + max(x, 0)), clip y to [0, hi], then (y - mean) / std.
-    Log1pZscore { hi: f64, mean: f64, std: f64 },
+    Log1pZscore {
+        /// Upper clip of y.
+        hi: f64,
+        /// Foreground mean of y.
+        mean: f64,
+        /// Foreground standard deviation of y.
+        std: f64,
+    },
 }
 
 impl Normalization {
+    /// The normalised value of `x`.
     pub fn apply(&self, x: f32) -> f32 {
         match *self {
             Normalization::ClipZscore { lo, hi, mean, std } => {
@@ -52,6 +65,7 @@ impl Normalization {
 /// One resolution level of the U-Net.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Stage {
+    /// Feature channels of the stage's convolutions.
     pub features: usize,
     /// Convolution kernel per axis (i, j, k).
     pub kernel: [usize; 3],
@@ -127,18 +141,31 @@ pub struct PlanOverrides {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// The training plan (plans.json): everything the network, the preprocessing and the prediction tiling follow.
 pub struct Plan {
+    /// The glandseg that made the plan.
     pub glandseg_version: String,
+    /// Input channels in order (CT first).
     pub channels: Vec<String>,
+    /// The label map the network predicts.
     pub labels: LabelMap,
+    /// (left, right) label name pairs, swapped by mirroring.
     pub lateral_pairs: Vec<(String, String)>,
+    /// Spacing every case is resampled to, mm.
     pub target_spacing: [f64; 3],
+    /// Median body-cropped shape at the target spacing, voxels.
     pub median_shape_at_target: [usize; 3],
+    /// Training patch and prediction tile, voxels (i, j, k).
     pub patch_size: [usize; 3],
+    /// Patches per training step.
     pub batch_size: usize,
+    /// The U-Net's stages, finest first.
     pub stages: Vec<Stage>,
+    /// One normalisation per channel.
     pub normalization: Vec<Normalization>,
+    /// The options the plan was made with.
     pub options: PlanOptions,
+    /// Estimated training memory of one step, GB.
     pub estimated_memory_gb: f64,
 }
 
@@ -291,6 +318,7 @@ pub fn estimate_memory_gb(
     (act * batch as f64 * 4.0 + params * 4.0 * 4.0) / 1e9
 }
 
+/// The plan for a fingerprinted dataset, by nnU-Net's rules (see the module docs).
 pub fn make_plan(
     fp: &Fingerprint,
     labels: &LabelMap,

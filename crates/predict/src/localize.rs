@@ -19,6 +19,7 @@ pub type Region = ([usize; 3], [usize; 3]);
 /// Cross-sections smaller than this (mm²) are noise, table or a blanket, not the head.
 const MIN_HEAD_AREA_MM2: f64 = 500.0;
 
+/// The head-and-neck region of a CT: the body's most superior `extent_mm`, cropped in-plane to the body there, plus `margin_mm`.
 pub fn head_neck_region(ct: &Volume<f32>, extent_mm: f64, margin_mm: f64) -> Region {
     let g = ct.geometry();
     let full: Region = ([0; 3], g.shape);

@@ -9,12 +9,17 @@ use glandseg_ops::components::{keep_largest, remove_smaller_than};
 use serde::Serialize;
 
 #[derive(Clone, Debug)]
+/// Which connected components of each gland survive postprocessing.
 pub enum ComponentRule {
+    /// Only the largest (a gland is one organ).
     LargestOnly,
+    /// Every component at least this large, mL.
     AboveMl(f64),
+    /// All of them (no filtering).
     KeepAll,
 }
 
+/// Applies `rule` to every foreground class of `labels`, in place.
 pub fn filter_components(labels: &mut Volume<u8>, map: &LabelMap, rule: &ComponentRule) {
     if matches!(rule, ComponentRule::KeepAll) {
         return;
@@ -47,11 +52,15 @@ pub fn filter_components(labels: &mut Volume<u8>, map: &LabelMap, rule: &Compone
 /// One left/right pair as found in a prediction.
 #[derive(Clone, Debug, Serialize)]
 pub struct LateralityCheck {
+    /// Name without the _left/_right suffix.
     pub stem: String,
     /// World x (LPS: larger = more to the patient's left) of each centroid, mm.
     pub left_x_mm: Option<f64>,
+    /// World x of the right one's centroid, mm.
     pub right_x_mm: Option<f64>,
+    /// True when each is on its own side (or one is missing).
     pub ok: bool,
+    /// Why it is not (also a warning in the report).
     pub message: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use glandseg_net::{NetBackend, UNet};
 use glandseg_ops::flip::flip_blocks;
 
 #[derive(Clone, Debug)]
+/// How an image is tiled.
 pub struct SlidingWindow {
     /// Tile size along (i, j, k).
     pub patch: [usize; 3],

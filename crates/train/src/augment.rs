@@ -15,12 +15,17 @@ use rand_distr::{Distribution, Normal};
 /// Probabilities and ranges, defaults as nnU-Net's `get_training_transforms`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
+    /// Probability of a random rotation.
     pub p_rotation: f64,
+    /// Largest rotation, degrees.
     pub max_rotation_deg: f64,
+    /// Probability of a random scaling.
     pub p_scale: f64,
+    /// Scaling range (min, max).
     pub scale_range: (f64, f64),
     /// Smooth random displacement (off by default, as in nnU-Net v2).
     pub p_elastic: f64,
+    /// Displacement magnitude, voxels.
     pub elastic_magnitude_vox: f64,
     /// Left-right mirror WITH the label swap.
     pub p_mirror_lr: f64,
@@ -28,11 +33,17 @@ pub struct AugmentConfig {
     /// heads are not upside down in PET/CT, and a superior-inferior flip puts the lacrimal
     /// glands where submandibular glands belong.
     pub mirror_other_axes: bool,
+    /// Probability of Gaussian noise.
     pub p_noise: f64,
+    /// Probability of Gaussian blur.
     pub p_blur: f64,
+    /// Probability of a brightness change.
     pub p_brightness: f64,
+    /// Probability of a contrast change.
     pub p_contrast: f64,
+    /// Probability of low-resolution simulation.
     pub p_lowres: f64,
+    /// Probability of a gamma change.
     pub p_gamma: f64,
 }
 
@@ -82,6 +93,7 @@ impl AugmentConfig {
 pub struct PatchSampler {
     /// Patch size along (i, j, k).
     pub patch: [usize; 3],
+    /// The augmentation applied to each patch.
     pub augment: AugmentConfig,
     /// Label value -> its mirror partner (identity for unpaired labels).
     pub swap: [u8; 256],
@@ -91,7 +103,9 @@ pub struct PatchSampler {
 
 /// One patch: channels `[C, k, j, i]` and labels `[k, j, i]`, flattened.
 pub struct Patch {
+    /// Channels `[C, k, j, i]`, flattened.
     pub image: Vec<f32>,
+    /// Labels `[k, j, i]`, flattened.
     pub labels: Vec<u8>,
     /// Whether the left-right mirror (with swap) was applied.
     pub mirrored: bool,

@@ -26,11 +26,13 @@ pub const MAX_CLASS_LOCATIONS: usize = 10_000;
 /// What the cache knows about one case besides its arrays.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CaseInfo {
+    /// Case id.
     pub id: String,
     /// The grid of the cached arrays (target spacing, cropped to the body).
     pub geometry: Geometry,
     /// The grid of the raw case (CT), to map predictions back.
     pub source_geometry: Geometry,
+    /// Channels in the cached image array.
     pub channels: usize,
     /// Voxel positions `[i, j, k]` per label value present in the case.
     pub class_locations: BTreeMap<u8, Vec<[usize; 3]>>,
@@ -75,26 +77,32 @@ fn class_locations(labels: &Volume<u8>, seed: u64) -> BTreeMap<u8, Vec<[usize; 3
 
 /// Preprocessed cases on disk: `CASE.json`, `CASE.f32` (channels), `CASE.u8` (labels).
 pub struct Cache {
+    /// The cache folder.
     pub dir: PathBuf,
+    /// The cached cases.
     pub cases: Vec<CaseInfo>,
 }
 
 /// One memory-mapped case: the arrays are paged in as patches touch them, so a cohort of
 /// whole-body cases never has to fit in RAM.
 pub struct CachedCase {
+    /// What the cache knows about the case.
     pub info: CaseInfo,
     images: Mmap,
     labels: Mmap,
 }
 
 impl CachedCase {
+    /// All channels, channel-major.
     pub fn images(&self) -> &[f32] {
         bytemuck::cast_slice(&self.images[..])
     }
+    /// Channel `c`.
     pub fn channel(&self, c: usize) -> &[f32] {
         let n = self.info.geometry.num_voxels();
         &self.images()[c * n..(c + 1) * n]
     }
+    /// The labels.
     pub fn labels(&self) -> &[u8] {
         &self.labels[..]
     }
@@ -116,6 +124,7 @@ fn map_file(path: &Path, expect_bytes: usize) -> Result<Mmap> {
 }
 
 impl Cache {
+    /// Memory-maps case number `idx`.
     pub fn open_case(&self, idx: usize) -> Result<CachedCase> {
         let info = self.cases[idx].clone();
         let n = info.geometry.num_voxels();
@@ -131,6 +140,7 @@ impl Cache {
         })
     }
 
+    /// Index of case `id` in the cache.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.cases.iter().position(|c| c.id == id)
     }

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// One fold of the cross-validation split.
 pub struct Split {
+    /// Training case ids.
     pub train: Vec<String>,
+    /// Validation case ids.
     pub val: Vec<String>,
 }
 

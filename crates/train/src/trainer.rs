@@ -59,21 +59,29 @@ impl std::fmt::Display for OptimizerKind {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// The optimisation settings of one run (stored in every checkpoint).
 pub struct TrainConfig {
+    /// Epochs to train.
     pub epochs: usize,
+    /// Iterations (batches) per epoch.
     pub iters_per_epoch: usize,
     /// Validation patches per epoch (fixed for the whole run).
     pub val_patches: usize,
+    /// The optimiser.
     pub optimizer: OptimizerKind,
     /// Initial learning rate (nnU-Net: 1e-2 for SGD; 1e-3 is a sane AdamW start).
     pub lr: f64,
+    /// Weight decay.
     pub weight_decay: f64,
+    /// Seed of the initial weights and of every batch.
     pub seed: u64,
     /// Share of each batch forced to contain foreground.
     pub oversample_foreground: f64,
     /// Overrides of the plan (e.g. a smaller patch for a quick run).
     pub batch_size: Option<usize>,
+    /// Patch override (rounded up to the network's stride).
     pub patch_size: Option<[usize; 3]>,
+    /// Augmentation of training patches.
     pub augment: AugmentConfig,
     /// Batches prepared ahead of the network.
     pub prefetch: usize,
@@ -101,35 +109,53 @@ impl Default for TrainConfig {
 /// One row of `training_log.csv`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpochLog {
+    /// Epoch number (from 0).
     pub epoch: usize,
+    /// Learning rate of the epoch.
     pub lr: f64,
+    /// Mean training loss.
     pub train_loss: f64,
+    /// Mean validation loss.
     pub val_loss: f64,
     /// Pseudo-Dice per foreground class (label order), NaN when the class never appeared.
     pub dice: Vec<f64>,
+    /// Mean pseudo-Dice over the classes.
     pub mean_dice: f64,
+    /// Exponential moving average of the mean pseudo-Dice (picks the best checkpoint).
     pub ema_dice: f64,
+    /// Wall time of the epoch.
     pub seconds: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// The state of a run, saved in every checkpoint so a run resumes exactly.
 pub struct TrainState {
+    /// The fold ("0".."4" or "all").
     pub fold: String,
+    /// Epochs finished.
     pub epochs_done: usize,
+    /// Best EMA pseudo-Dice so far.
     pub best_ema: f64,
+    /// One row per epoch.
     pub log: Vec<EpochLog>,
+    /// The run's settings.
     pub config: TrainConfig,
+    /// Training case ids.
     pub train_cases: Vec<String>,
+    /// Validation case ids.
     pub val_cases: Vec<String>,
 }
 
 /// The optimiser behind one type, so a run can pick SGD or AdamW at run time.
 pub enum Optim<B: NetAutodiffBackend> {
+    /// SGD with Nesterov momentum.
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, UNet<B>, B>),
+    /// AdamW.
     AdamW(OptimizerAdaptor<AdamW, UNet<B>, B>),
 }
 
 impl<B: NetAutodiffBackend> Optim<B> {
+    /// The optimiser `cfg` asks for, with gradient clipping.
     pub fn new(cfg: &TrainConfig) -> Self {
         let clip = burn::grad_clipping::GradientClippingConfig::Norm(12.0);
         match cfg.optimizer {
@@ -189,8 +215,11 @@ impl<B: NetAutodiffBackend> Optim<B> {
 
 /// A batch as the network takes it.
 pub struct Batch {
+    /// Channels `[n, C, k, j, i]`, flattened.
     pub image: Vec<f32>,
+    /// Labels `[n, k, j, i]`, flattened.
     pub labels: Vec<u8>,
+    /// Patches in the batch.
     pub n: usize,
 }
 
@@ -296,12 +325,19 @@ pub fn effective_patch(plan: &Plan, cfg: &TrainConfig) -> [usize; 3] {
 
 /// Everything a run writes lives in `fold_dir`.
 pub struct Trainer<'a> {
+    /// The plan (network, patch, normalisation).
     pub plan: &'a Plan,
+    /// The preprocessed cases.
     pub cache: &'a Cache,
+    /// Where checkpoints and logs go.
     pub fold_dir: PathBuf,
+    /// The fold ("0".."4" or "all").
     pub fold: String,
+    /// Training case ids.
     pub train_cases: Vec<String>,
+    /// Validation case ids (empty: validate on training patches).
     pub val_cases: Vec<String>,
+    /// The optimisation settings.
     pub config: TrainConfig,
     /// Where the iterations are reported ([`glandseg_core::NoProgress`] for none).
     pub progress: &'a dyn Progress,
@@ -312,7 +348,9 @@ pub struct Trainer<'a> {
 
 /// Outcome of a run.
 pub struct TrainSummary {
+    /// The run's state at the end.
     pub state: TrainState,
+    /// The epoch a resumed run started after.
     pub resumed_from_epoch: Option<usize>,
 }
 
