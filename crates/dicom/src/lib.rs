@@ -47,6 +47,7 @@
 pub mod case;
 pub mod convert;
 pub mod dataset;
+pub mod describe;
 pub mod rtstruct;
 pub mod seg;
 pub mod series;

@@ -7,6 +7,7 @@
 //! `nalgebra` feature, so NIfTI-2 headers, the qform quaternion maths and the writer are
 //! done by hand here, following the NIfTI-1/2 specifications field by field.
 
+pub mod describe;
 mod error;
 mod header;
 mod read;
