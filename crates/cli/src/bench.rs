@@ -1,22 +1,16 @@
-//! `glandseg bench`: the project's performance yardstick. Times one training step
-//! (forward, Dice+CE with deep supervision, backward, optimiser step) and a sliding-window
-//! inference over a 2-channel volume for the planned network, and prints JSON that
-//! `scripts/bench_compare.py` sets beside PyTorch's numbers for the same network
-//! (`scripts/bench_pytorch.py`).
+//! `glandseg bench`: `glandseg_pipeline::bench::run_bench` and its JSON (the yardstick that
+//! `scripts/bench_compare.py` sets beside PyTorch's numbers for the same network).
 
 use anyhow::Result;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::{Distribution, Tensor};
 use clap::Args;
-use glandseg_net::{DeepSupervisionLoss, Precision, UNetConfig};
-use glandseg_predict::sliding::{predict_probabilities, SlidingWindow, Tta};
-use std::time::Instant;
+use glandseg_pipeline::bench::{run_bench, BenchJob};
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// Training patch (cubic), voxels.
     #[arg(long, default_value_t = 64)]
     patch: usize,
+    /// Patches per training step.
     #[arg(long, default_value_t = 2)]
     batch: usize,
     /// Resolution stages of the U-Net (features 16, 32, 64, 128 with the cpu preset).
@@ -25,6 +19,7 @@ pub struct BenchArgs {
     /// Network widths.
     #[arg(long, default_value = "cpu", value_enum)]
     preset: glandseg_plan::Preset,
+    /// Output classes.
     #[arg(long, default_value_t = 7)]
     classes: usize,
     /// Timed training steps (after one warm-up step).
@@ -39,141 +34,19 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    anyhow::ensure!(
-        a.steps > 0 && a.batch > 0 && a.stages >= 2,
-        "steps, batch >= 1, stages >= 2"
-    );
-    type B = crate::TrainBackend;
-    type I = crate::InferBackend;
-    let device = Default::default();
-    let mut stages = glandseg_plan::plan::topology([a.patch; 3], [1.0; 3], a.preset);
-    stages.truncate(a.stages);
-    let cfg = UNetConfig {
-        in_channels: 2,
-        num_classes: a.classes,
-        stages: stages.clone(),
-    };
-    let mut model = cfg.init::<B>(&device);
-    let mut optim = AdamConfig::new().init();
-    let ds = DeepSupervisionLoss::new(stages.len() - 1);
-    let p = a.patch;
-    let x = Tensor::<B, 5>::random(
-        [a.batch, 2, p, p, p],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let labels: Vec<u8> = (0..a.batch * p * p * p)
-        .map(|i| ((i / 997) % a.classes) as u8)
-        .collect();
-    let mut step_times = Vec::new();
-    for s in 0..=a.steps {
-        let t = Instant::now();
-        let outs = model.forward_all(x.clone());
-        let tg = glandseg_train::trainer::targets::<B>(
-            &labels,
-            a.batch,
-            [p; 3],
-            &stages,
-            outs.len(),
-            &device,
-        );
-        let loss = ds.loss(outs, tg);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
-        // Force the step to finish (the backend may run lazily).
-        let _ = burn::module::Module::num_params(&model);
-        if s > 0 {
-            step_times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let train_step = step_times.iter().sum::<f64>() / step_times.len() as f64;
-    let mut infer = None;
-    let mut infer_bf16 = None;
-    if a.infer_size > 0 {
-        let n = a.infer_size;
-        let imodel = cfg.init::<I>(&device);
-        let image: Vec<f32> = (0..2 * n * n * n)
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
-        let window = SlidingWindow {
-            patch: [p; 3],
-            step: 0.5,
-            batch: a.batch,
-        };
-        let run = |precision| {
-            glandseg_net::with_precision(precision, || {
-                let t = Instant::now();
-                let probs = predict_probabilities(
-                    std::slice::from_ref(&imodel),
-                    &image,
-                    [n; 3],
-                    2,
-                    a.classes,
-                    &[0.0, 0.0],
-                    &window,
-                    &Tta::default(),
-                    &device,
-                    &glandseg_core::NoProgress,
-                );
-                (t.elapsed().as_secs_f64(), probs)
-            })
-        };
-        let (seconds, probs) = run(Precision::F32);
-        infer = Some(seconds);
-        anyhow::ensure!(
-            probs.iter().all(|v| v.is_finite()),
-            "non-finite probabilities"
-        );
-        if Precision::Bf16.is_available() {
-            let (seconds, low) = run(Precision::Bf16);
-            anyhow::ensure!(
-                low.iter().all(|v| v.is_finite()),
-                "non-finite bf16 probabilities"
-            );
-            let worst = probs
-                .iter()
-                .zip(&low)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            infer_bf16 = Some(serde_json::json!({
-                "seconds": seconds,
-                "max_probability_difference": worst,
-                "argmax_agreement": argmax_agreement(&probs, &low, a.classes),
-            }));
-        }
-    }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let out = serde_json::json!({
-        "framework": "glandseg (burn 0.21 flex)",
-        "threads": std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(threads),
-        "patch": p,
-        "batch": a.batch,
-        "features": stages.iter().map(|s| s.features).collect::<Vec<_>>(),
-        "classes": a.classes,
-        "train_step_s": train_step,
-        "train_step_min_s": step_times.iter().cloned().fold(f64::INFINITY, f64::min),
-        "inference_s": infer,
-        "inference_bf16": infer_bf16,
-        "inference_size": a.infer_size,
-    });
+    let out = run_bench::<crate::TrainBackend>(&BenchJob {
+        patch: a.patch,
+        batch: a.batch,
+        stages: a.stages,
+        preset: a.preset,
+        classes: a.classes,
+        steps: a.steps,
+        infer_size: a.infer_size,
+    })?;
     if a.json {
         println!("{out}");
     } else {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(())
-}
-
-/// Share of voxels whose most probable class is the same in two `[class][voxel]` maps.
-fn argmax_agreement(p: &[f32], q: &[f32], classes: usize) -> f64 {
-    let n = p.len() / classes;
-    let argmax = |m: &[f32], v: usize| {
-        (0..classes)
-            .max_by(|&i, &j| m[i * n + v].total_cmp(&m[j * n + v]))
-            .unwrap_or(0)
-    };
-    let same = (0..n).filter(|&v| argmax(p, v) == argmax(q, v)).count();
-    same as f64 / n.max(1) as f64
 }

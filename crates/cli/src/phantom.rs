@@ -1,8 +1,8 @@
-use anyhow::{Context, Result};
+//! `glandseg phantom`: `glandseg_pipeline::cohort::write_cohort` and a summary table.
+
+use anyhow::Result;
 use clap::Args;
-use glandseg_core::LabelMap;
-use glandseg_phantom::{write_dataset, Fov, PhantomConfig};
-use indicatif::{ProgressBar, ProgressStyle};
+use glandseg_phantom::{Fov, PhantomConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,58 +52,10 @@ pub fn run(a: PhantomArgs) -> Result<()> {
         scale: a.scale,
     };
     let start = Instant::now();
-    let bar = ProgressBar::new(a.cases as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} phantom [{bar:30}] {pos}/{len} cases  {elapsed} (ETA {eta}) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let preview_dir = a.out.join("preview");
-    if a.preview {
-        std::fs::create_dir_all(&preview_dir)
-            .with_context(|| format!("creating {}", preview_dir.display()))?;
-    }
-    let map = LabelMap::default();
-    let preview_errors = std::sync::Mutex::new(Vec::new());
-    let summary = write_dataset(&a.out, &cfg, a.cases, a.native, &|case| {
-        if a.dicom {
-            if let Err(e) = write_dicom_case(&a.out, case, &map) {
-                preview_errors
-                    .lock()
-                    .expect("not poisoned")
-                    .push(format!("DICOM of {}: {e}", case.id));
-            }
-        }
-        if a.preview {
-            let title = format!(
-                "{}  CT {:.2}x{:.2}x{:.2} mm  PET {:.1} mm  FWHM {:.1} mm",
-                case.id,
-                case.meta.ct_spacing_mm[0],
-                case.meta.ct_spacing_mm[1],
-                case.meta.ct_spacing_mm[2],
-                case.meta.pet_spacing_mm[0],
-                case.meta.pet_psf_fwhm_mm
-            );
-            let img =
-                glandseg_viz::render_review(&case.ct, Some(&case.pet), &case.labels, &map, &title);
-            let p = preview_dir.join(format!("{}.png", case.id));
-            if let Err(e) = glandseg_viz::save_png(&p, &img) {
-                preview_errors
-                    .lock()
-                    .expect("not poisoned")
-                    .push(format!("preview: {e}"));
-            }
-        }
-        bar.set_message(case.id.clone());
-        bar.inc(1);
-    })
-    .with_context(|| format!("writing the phantom cohort to {}", a.out.display()))?;
-    bar.finish_and_clear();
-    if let Some(e) = preview_errors.into_inner().expect("not poisoned").first() {
-        anyhow::bail!("{e}");
-    }
+    let bars = crate::progress::Bars::new(false);
+    let summary = glandseg_pipeline::cohort::write_cohort(
+        &a.out, &cfg, a.cases, a.native, a.dicom, a.preview, &bars,
+    )?;
     println!(
         "wrote {} cases to {} in {:.1} s",
         summary.cases,
@@ -119,40 +71,7 @@ pub fn run(a: PhantomArgs) -> Result<()> {
         println!("{name:<22} {lo:>8.2} - {hi:<7.2} {slo:>7.1} - {shi:<6.1}");
     }
     if a.preview {
-        println!("review images: {}", preview_dir.display());
+        println!("review images: {}", a.out.join("preview").display());
     }
-    Ok(())
-}
-
-/// One phantom case as the scanner would send it: the PET series on its native grid in
-/// Bq/mL (SUV x the case's weight/dose factor), with the tags that turn it back into SUV.
-fn write_dicom_case(
-    out: &std::path::Path,
-    case: &glandseg_phantom::PhantomCase,
-    map: &LabelMap,
-) -> Result<()> {
-    let m = &case.meta;
-    let meta = glandseg_dicom::PatientMeta {
-        patient_id: case.id.clone(),
-        patient_name: format!("Phantom^{}", case.id),
-        weight_kg: m.patient_weight_kg,
-        injected_dose_bq: m.injected_activity_mbq * 1e6,
-        half_life_s: m.half_life_s,
-        injection_to_scan_s: m.uptake_time_min * 60.0,
-        // A fixed date: the same seed gives the same files.
-        scan_time_unix: Some(1_767_268_800.0 + 86_400.0 * m.index as f64),
-        patient_sex: m.patient_sex.clone(),
-        patient_height_m: Some(m.patient_height_m),
-        radiopharmaceutical: m.radiopharmaceutical.clone(),
-        radionuclide: m.radionuclide.clone(),
-    };
-    glandseg_dicom::write_case_dicom(
-        &out.join("dicom").join(&case.id),
-        &case.ct,
-        &case.pet_native,
-        &case.labels,
-        map,
-        &meta,
-    )?;
     Ok(())
 }

@@ -107,28 +107,18 @@ fn job_of(a: PredictArgs) -> Result<PredictJob> {
 }
 
 /// Runs a prediction job with bars (hidden when `quiet`), one line per case on stdout.
-pub fn predict(job: &PredictJob, quiet: bool) -> Result<Vec<String>> {
+fn predict(job: &PredictJob, quiet: bool) -> Result<()> {
     let bars = crate::progress::Bars::new(quiet);
-    let done = glandseg_predict::predict_job::<crate::InferBackend>(
+    glandseg_predict::predict_job::<crate::InferBackend>(
         job,
         Default::default(),
         &bars,
-        |id, pred| {
-            bars.suspend(|| {
-                println!(
-                    "{id}: {:.1} s, region {:?}..{:?}, written {}",
-                    pred.report.seconds,
-                    pred.report.region_lo,
-                    pred.report.region_hi,
-                    glandseg_predict::export::labels_path(&job.out, id).display()
-                )
-            })
-        },
+        |id, p| bars.suspend(|| println!("{}", glandseg_predict::job::case_line(&job.out, id, p))),
     )?;
-    Ok(done)
+    Ok(())
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let quiet = a.quiet;
-    predict(&job_of(a)?, quiet).map(|_| ())
+    predict(&job_of(a)?, quiet)
 }

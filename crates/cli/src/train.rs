@@ -61,26 +61,6 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-/// The optimisation settings with the checks a person can get wrong, named by option.
-pub fn checked_config(
-    epochs: usize,
-    iters_per_epoch: usize,
-    optimizer: OptimizerKind,
-    lr: Option<f64>,
-) -> Result<TrainConfig> {
-    anyhow::ensure!(epochs > 0, "--epochs must be at least 1");
-    anyhow::ensure!(iters_per_epoch > 0, "--iters-per-epoch must be at least 1");
-    let lr = lr.unwrap_or(optimizer.default_lr());
-    anyhow::ensure!(lr > 0.0 && lr.is_finite(), "--lr must be positive");
-    Ok(TrainConfig {
-        epochs,
-        iters_per_epoch,
-        optimizer,
-        lr,
-        ..TrainConfig::default()
-    })
-}
-
 fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
     if let Some(p) = &a.patch {
         anyhow::ensure!(
@@ -98,7 +78,7 @@ fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
         val_patches: a.val_patches,
         seed: a.seed,
         augment,
-        ..checked_config(a.epochs, a.iters_per_epoch, a.optimizer, a.lr)?
+        ..TrainConfig::checked(a.epochs, a.iters_per_epoch, a.optimizer, a.lr)?
     };
     Ok(TrainJob {
         dataset: a.dataset,
@@ -117,30 +97,21 @@ fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
     })
 }
 
-/// Trains one fold with bars (hidden when `quiet`) and reports it; returns the model folder.
-pub fn train(job: &TrainJob, quiet: bool) -> Result<PathBuf> {
+/// Trains one fold with bars (hidden when `quiet`) and reports it.
+fn train(job: &TrainJob, quiet: bool) -> Result<()> {
     let bars = crate::progress::Bars::new(quiet);
     let out = glandseg_train::train_fold::<crate::TrainBackend>(job, &Default::default(), &bars)?;
-    let summary = &out.summary;
-    if let Some(e) = summary.resumed_from_epoch {
+    if let Some(e) = out.summary.resumed_from_epoch {
         eprintln!("resumed after epoch {e}");
     }
-    if let Some(last) = summary.state.log.last() {
-        println!(
-            "fold {}: {} epochs, last train loss {:.4}, val pseudo-Dice {:.3} (EMA {:.3}); model in {}",
-            job.fold,
-            summary.state.epochs_done,
-            last.train_loss,
-            last.mean_dice,
-            last.ema_dice,
-            out.model_dir.display()
-        );
+    if let Some(line) = out.summary_line() {
+        println!("{line}");
     }
-    Ok(out.model_dir)
+    Ok(())
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let quiet = a.quiet;
-    train(&job_of(a, command.join(" "))?, quiet).map(|_| ())
+    train(&job_of(a, command.join(" "))?, quiet)
 }

@@ -48,6 +48,17 @@ impl PredictJob {
     }
 }
 
+/// One line on a written case: time, region segmented, label map file.
+pub fn case_line(out: &std::path::Path, id: &str, pred: &Prediction) -> String {
+    format!(
+        "{id}: {:.1} s, region {:?}..{:?}, written {}",
+        pred.report.seconds,
+        pred.report.region_lo,
+        pred.report.region_hi,
+        export::labels_path(out, id).display()
+    )
+}
+
 /// Predicts every case of `job` on backend `B` and writes its outputs; `on_case` hears of
 /// each case once written (its id and prediction). Returns the ids written.
 pub fn predict_job<B: NetBackend>(

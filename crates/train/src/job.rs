@@ -48,6 +48,23 @@ pub struct TrainOutcome {
     pub summary: TrainSummary,
 }
 
+impl TrainOutcome {
+    /// One line on the finished fold: epochs, last losses and pseudo-Dice, model folder.
+    pub fn summary_line(&self) -> Option<String> {
+        let state = &self.summary.state;
+        let last = state.log.last()?;
+        Some(format!(
+            "fold {}: {} epochs, last train loss {:.4}, val pseudo-Dice {:.3} (EMA {:.3}); model in {}",
+            state.fold,
+            state.epochs_done,
+            last.train_loss,
+            last.mean_dice,
+            last.ema_dice,
+            self.model_dir.display()
+        ))
+    }
+}
+
 /// The plan to train: `explicit`, else DATASET/plans/plans.json, else a new one with
 /// default options (written there; `progress` is told).
 pub fn load_or_make_plan(

@@ -87,6 +87,37 @@ pub struct TrainConfig {
     pub prefetch: usize,
 }
 
+impl TrainConfig {
+    /// The default settings with these, checked: at least one epoch of at least one
+    /// iteration, a positive learning rate (the optimiser's default when `None`). The
+    /// messages name the command-line options.
+    pub fn checked(
+        epochs: usize,
+        iters_per_epoch: usize,
+        optimizer: OptimizerKind,
+        lr: Option<f64>,
+    ) -> Result<TrainConfig> {
+        let input = |m: &str| Err(TrainError::Input(m.into()));
+        if epochs == 0 {
+            return input("--epochs must be at least 1");
+        }
+        if iters_per_epoch == 0 {
+            return input("--iters-per-epoch must be at least 1");
+        }
+        let lr = lr.unwrap_or(optimizer.default_lr());
+        if !(lr > 0.0 && lr.is_finite()) {
+            return input("--lr must be positive");
+        }
+        Ok(TrainConfig {
+            epochs,
+            iters_per_epoch,
+            optimizer,
+            lr,
+            ..TrainConfig::default()
+        })
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
