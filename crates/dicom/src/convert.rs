@@ -533,7 +533,10 @@ fn convert_one(
     }
     let grid = ct.volume.geometry().clone();
     let pet_suv = pet.volume.map(|v| (*v as f64 * suvbw) as f32);
-    let pet_on_ct = if pet_suv.geometry().same_grid(&grid, 1e-4) {
+    let pet_on_ct = if pet_suv
+        .geometry()
+        .same_grid(&grid, glandseg_core::geometry::GRID_TOLERANCE)
+    {
         Volume::from_vec(grid.clone(), pet_suv.as_slice().to_vec())
             .map_err(|e| StudyError::Skip(e.to_string()))?
     } else {

@@ -6,6 +6,12 @@ use glandseg_core::LabelMap;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
+/// True for a channel named CT (any case): the one rule for "is this channel CT?", which
+/// decides the body box by HU and the head-and-neck localisation.
+pub fn is_ct_channel(name: &str) -> bool {
+    name.eq_ignore_ascii_case("CT")
+}
+
 #[derive(Debug, thiserror::Error)]
 /// A dataset folder that does not follow the nnU-Net raw layout (names the file).
 pub enum DatasetError {

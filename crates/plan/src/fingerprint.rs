@@ -2,7 +2,8 @@
 //! intensity statistics of each channel inside the labelled glands (what normalisation must
 //! preserve), label volumes, and the left/right label pairs.
 
-use crate::dataset::{Dataset, DatasetError};
+use crate::dataset::{is_ct_channel, Dataset, DatasetError};
+use glandseg_core::geometry::GRID_TOLERANCE;
 use glandseg_core::Volume;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -107,10 +108,7 @@ struct CaseFacts {
 
 /// Fingerprints the dataset: spacings, body-cropped shapes, foreground intensities (sampled with `seed`), label volumes and left/right pairs.
 pub fn fingerprint(ds: &Dataset, seed: u64) -> Result<Fingerprint, DatasetError> {
-    let is_ct = ds
-        .channels
-        .first()
-        .is_some_and(|c| c.eq_ignore_ascii_case("CT"));
+    let is_ct = ds.channels.first().is_some_and(|c| is_ct_channel(c));
     let facts: Vec<CaseFacts> = ds
         .cases
         .par_iter()
@@ -126,7 +124,7 @@ pub fn fingerprint(ds: &Dataset, seed: u64) -> Result<Fingerprint, DatasetError>
             let mut images = Vec::new();
             for p in &case.images {
                 let img = glandseg_nifti::read_volume(p).map_err(|e| err(p, e.to_string()))?;
-                if !img.geometry().same_grid(&g, 1e-3) {
+                if !img.geometry().same_grid(&g, GRID_TOLERANCE) {
                     return Err(err(
                         p,
                         format!(

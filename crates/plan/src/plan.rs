@@ -257,7 +257,7 @@ impl Plan {
     pub fn first_channel_is_ct(&self) -> bool {
         self.channels
             .first()
-            .is_some_and(|c| c.eq_ignore_ascii_case("CT"))
+            .is_some_and(|c| crate::dataset::is_ct_channel(c))
     }
 
     /// The plan with `o` applied. A new spacing re-derives the stages (kernels and strides
