@@ -1,6 +1,6 @@
 //! Jobs that span several stages, each one library call over the stages' entry points:
 //! the [`demo`] (phantom -> plan -> train -> predict -> evaluate -> report), the phantom
-//! [`cohort`] with its DICOM export and review images, and the [`bench`]mark. The command
+//! [`cohort`] with its DICOM export and review images, and the benchmark ([`mod@bench`]). The command
 //! line only parses arguments into these jobs and prints what they return.
 //!
 //! ```no_run

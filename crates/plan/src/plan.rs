@@ -419,6 +419,64 @@ pub fn make_plan(
 mod tests {
     use super::*;
 
+    fn small_plan() -> Plan {
+        let stages = topology([64, 64, 32], [1.0, 1.0, 2.0], Preset::Tiny);
+        Plan {
+            glandseg_version: "test".into(),
+            channels: vec!["CT".into(), "PET".into()],
+            labels: LabelMap::default(),
+            lateral_pairs: vec![],
+            target_spacing: [1.0, 1.0, 2.0],
+            median_shape_at_target: [64, 64, 32],
+            patch_size: [64, 64, 32],
+            batch_size: 2,
+            stages,
+            normalization: vec![],
+            options: PlanOptions {
+                budget_gb: 1.0,
+                preset: Preset::Tiny,
+            },
+            estimated_memory_gb: 0.5,
+        }
+    }
+
+    #[test]
+    fn overrides_keep_patch_and_network_consistent() {
+        let plan = small_plan();
+        assert!(plan.first_channel_is_ct());
+        assert_eq!(plan.with_overrides(&PlanOverrides::default()), plan);
+        // A patch alone keeps the stages and is rounded up to their total stride.
+        let p = plan.with_overrides(&PlanOverrides {
+            patch: Some([30, 30, 30]),
+            batch: Some(4),
+            ..Default::default()
+        });
+        let t = total_stride(&plan.stages);
+        assert_eq!(p.stages, plan.stages);
+        assert_eq!(p.batch_size, 4);
+        for a in 0..3 {
+            assert_eq!(p.patch_size[a] % t[a], 0);
+            assert!(p.patch_size[a] >= 30 && p.patch_size[a] < 30 + t[a]);
+        }
+        // A new spacing re-derives the stages for it, as the demo's coarse grid needs.
+        let s = plan.with_overrides(&PlanOverrides {
+            spacing: Some([4.0; 3]),
+            patch: Some([24; 3]),
+            batch: None,
+        });
+        assert_eq!(s.target_spacing, [4.0; 3]);
+        assert_eq!(s.stages, topology([24; 3], [4.0; 3], Preset::Tiny));
+        assert_eq!(s.patch_size, [24; 3]);
+    }
+
+    #[test]
+    fn an_unknown_preset_is_an_error_not_cpu() {
+        let mut v = serde_json::to_value(small_plan()).unwrap();
+        assert_eq!(v["options"]["preset"], "tiny");
+        v["options"]["preset"] = "huge".into();
+        assert!(serde_json::from_value::<Plan>(v).is_err());
+    }
+
     #[test]
     fn median_spacing_for_isotropic_data() {
         let sp = vec![[1.0, 1.0, 2.0], [0.8, 0.8, 1.5], [1.2, 1.2, 3.0]];
