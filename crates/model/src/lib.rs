@@ -22,3 +22,6 @@ pub mod folder;
 
 pub use error::{ModelError, Result};
 pub use folder::{ModelFolder, ModelInfo, BEST, FINAL, LATEST};
+
+/// The fine stage's gland atlas inside its model folder (boxes for glands stage 1 missed).
+pub const ATLAS_FILE: &str = "atlas.json";

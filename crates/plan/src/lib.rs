@@ -20,12 +20,14 @@
 
 #![warn(missing_docs)]
 
+pub mod cascade;
 pub mod dataset;
 pub mod fingerprint;
 pub mod naming;
 pub mod plan;
 pub mod preprocess;
 
+pub use cascade::{CascadePlan, GlandAtlas};
 pub use dataset::{Case, Dataset};
 pub use fingerprint::{fingerprint, ChannelStats, Fingerprint};
 pub use plan::{make_plan, Normalization, Plan, PlanOptions, PlanOverrides, Preset, Stage};

@@ -167,6 +167,17 @@ pub struct Plan {
     pub options: PlanOptions,
     /// Estimated training memory of one step, GB.
     pub estimated_memory_gb: f64,
+    /// Stage 2 of a coarse-to-fine cascade (absent: single stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<crate::cascade::CascadePlan>,
+    /// The dataset's label values mapped to this plan's (a fine stage's side-less
+    /// classes); absent: the dataset's values as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_source: Option<Vec<u8>>,
+    /// Training crop: the labels' box grown by this many mm instead of the body box (a
+    /// fine stage only ever sees boxes around glands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crop_to_labels_mm: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -412,6 +423,9 @@ pub fn make_plan(
         stages,
         normalization,
         options: opts.clone(),
+        cascade: None,
+        label_source: None,
+        crop_to_labels_mm: None,
     }
 }
 

@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cascade;
 pub mod error;
 pub mod export;
 pub mod input;
@@ -113,6 +114,9 @@ pub struct PredictionReport {
     pub warnings: Vec<String>,
     /// Wall time of the prediction.
     pub seconds: f64,
+    /// The cascade's fine stage: one box per gland, where it came from, and the time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<cascade::CascadeReport>,
 }
 
 /// A segmented case.
@@ -133,6 +137,24 @@ pub struct Predictor<B: NetBackend> {
     pub folds: Vec<String>,
     models: Vec<UNet<B>>,
     device: B::Device,
+    /// The cascade's fine stage, when the plan has one and it was trained.
+    fine: Option<Box<cascade::FineStage<B>>>,
+    /// Remarks made while loading (e.g. a planned but untrained fine stage), repeated in
+    /// every prediction's warnings.
+    notes: Vec<String>,
+}
+
+/// The folds of the fine stage to load: the coarse stage's folds where the fine stage
+/// has them all, else every fold it has.
+fn folds_for_fine(fine_dir: &std::path::Path, coarse: &[String]) -> Vec<String> {
+    let have: Vec<String> = ModelFolder::open(fine_dir)
+        .map(|f| f.trained_folds())
+        .unwrap_or_default();
+    if coarse.iter().all(|f| have.contains(f)) {
+        coarse.to_vec()
+    } else {
+        have
+    }
 }
 
 impl<B: NetBackend> Predictor<B> {
@@ -154,12 +176,43 @@ impl<B: NetBackend> Predictor<B> {
             .iter()
             .map(|f| folder.load_network::<B>(f, &device))
             .collect::<glandseg_model::Result<Vec<_>>>()?;
+        let mut notes = Vec::new();
+        let fine = match &folder.plan.cascade {
+            Some(spec) => {
+                let fine_dir = dir.join(&spec.folder);
+                match cascade::FineStage::load(&fine_dir, spec, folds_for_fine(&fine_dir, &folds), device.clone())? {
+                    Some(f) => Some(Box::new(f)),
+                    None => {
+                        notes.push(format!(
+                            "the plan has a cascade but {} holds no trained fine stage: single stage only",
+                            fine_dir.display()
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Predictor {
             folder,
             folds,
             models,
             device,
+            fine,
+            notes,
         })
+    }
+
+    /// The same model without its cascade's fine stage (the coarse network alone), to
+    /// measure what the second stage adds or to predict faster.
+    pub fn single_stage(mut self) -> Self {
+        self.fine = None;
+        self
+    }
+
+    /// Whether prediction runs both stages of a cascade.
+    pub fn is_cascade(&self) -> bool {
+        self.fine.is_some()
     }
 
     /// Segments one case. `images` are the plan's channels in order (CT first); other
@@ -186,7 +239,7 @@ impl<B: NetBackend> Predictor<B> {
         // of a whole-body PET).
         let ct_grid = images[0].geometry().clone();
         let is_ct = plan.first_channel_is_ct();
-        let mut warnings = Vec::new();
+        let mut warnings = self.notes.clone();
         let region = if opts.localize && is_ct {
             localize::head_neck_region(&images[0], opts.region_mm, 20.0)
         } else {
@@ -196,6 +249,61 @@ impl<B: NetBackend> Predictor<B> {
             }
             body
         };
+        let (mut arg, kept, tiles_shape, precision) =
+            self.region_argmax(images, region, opts, &mut warnings, progress)?;
+        // Components and laterality on the region (everything outside it is background),
+        // not on a whole-body grid.
+        postprocess::filter_components(&mut arg, &plan.labels, &opts.components);
+        let cascade = match &self.fine {
+            Some(fine) => Some(fine.refine(images, region, &mut arg, &plan.labels, opts, progress)?),
+            None => None,
+        };
+        let laterality = postprocess::check_laterality(&arg, &plan.labels);
+        let labels = place(&arg, &ct_grid, region.0, 0u8);
+        for l in &laterality {
+            if let Some(m) = &l.message {
+                warnings.push(m.clone());
+            }
+        }
+        let probabilities = opts.keep_probabilities.then(|| {
+            kept.iter()
+                .enumerate()
+                .map(|(c, v)| place(v, &ct_grid, region.0, if c == 0 { 1.0 } else { 0.0 }))
+                .collect()
+        });
+        Ok(Prediction {
+            labels,
+            probabilities,
+            report: PredictionReport {
+                region_lo: region.0,
+                region_hi: region.1,
+                tiles_shape,
+                folds: self.folds.clone(),
+                tta_variants: 1 + opts.mirror_lr as usize + 2 * opts.mirror_other_axes as usize,
+                precision: precision.to_string(),
+                laterality,
+                warnings,
+                seconds: started.elapsed().as_secs_f64(),
+                cascade,
+            },
+        })
+    }
+
+    /// The network's argmax over a voxel box of the first image's grid (and, when asked,
+    /// the probabilities there): the plan's preprocessing of the box, sliding windows
+    /// with test-time mirroring, probabilities resampled back onto the box of the CT grid.
+    /// Returns the labels, the probabilities, the network grid's shape and the precision
+    /// that ran.
+    pub fn region_argmax(
+        &self,
+        images: &[Volume<f32>],
+        region: localize::Region,
+        opts: &PredictOptions,
+        warnings: &mut Vec<String>,
+        progress: &dyn Progress,
+    ) -> Result<(Volume<u8>, Vec<Volume<f32>>, [usize; 3], Precision)> {
+        let plan = &self.folder.plan;
+        let ct_grid = images[0].geometry().clone();
         let (target, data) = preprocess_images(images, plan, region)?;
         let classes = plan.labels.num_classes();
         let fill = outside_values(plan);
@@ -265,37 +373,7 @@ impl<B: NetBackend> Predictor<B> {
                 kept.push(on_ct);
             }
         }
-        // Components and laterality on the region (everything outside it is background),
-        // not on a whole-body grid.
-        postprocess::filter_components(&mut arg, &plan.labels, &opts.components);
-        let laterality = postprocess::check_laterality(&arg, &plan.labels);
-        let labels = place(&arg, &ct_grid, region.0, 0u8);
-        for l in &laterality {
-            if let Some(m) = &l.message {
-                warnings.push(m.clone());
-            }
-        }
-        let probabilities = opts.keep_probabilities.then(|| {
-            kept.iter()
-                .enumerate()
-                .map(|(c, v)| place(v, &ct_grid, region.0, if c == 0 { 1.0 } else { 0.0 }))
-                .collect()
-        });
-        Ok(Prediction {
-            labels,
-            probabilities,
-            report: PredictionReport {
-                region_lo: region.0,
-                region_hi: region.1,
-                tiles_shape: target.shape,
-                folds: self.folds.clone(),
-                tta_variants: 1 + opts.mirror_lr as usize + 2 * opts.mirror_other_axes as usize,
-                precision: precision.to_string(),
-                laterality,
-                warnings,
-                seconds: started.elapsed().as_secs_f64(),
-            },
-        })
+        Ok((arg, kept, target.shape, precision))
     }
 }
 

@@ -120,19 +120,7 @@ pub fn train_fold<B: NetAutodiffBackend>(
     let cache = Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
         TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
     })?;
-    let ids: Vec<String> = ds.cases.iter().map(|c| c.id.clone()).collect();
-    let (train_cases, val_cases) = if job.fold == "all" {
-        (ids.clone(), Vec::new())
-    } else {
-        let f: usize = job.fold.parse().map_err(|_| {
-            TrainError::Input(format!("--fold must be 0-4 or all, got {:?}", job.fold))
-        })?;
-        let sp = splits::load_or_create(&model_dir.join("splits.json"), &ids, SPLIT_SEED)?;
-        let s = sp.get(f).ok_or_else(|| {
-            TrainError::Input(format!("--fold {f}: splits.json has {} folds", sp.len()))
-        })?;
-        (s.train.clone(), s.val.clone())
-    };
+    let (train_cases, val_cases) = fold_cases(&ds, &job.fold, &model_dir)?;
     let trainer = Trainer {
         plan: &plan,
         cache: &cache,
@@ -146,4 +134,90 @@ pub fn train_fold<B: NetAutodiffBackend>(
     };
     let summary = trainer.run::<B>(device, job.resume)?;
     Ok(TrainOutcome { model_dir, summary })
+}
+
+/// The training and validation cases of `fold` ("all": every case, no validation).
+fn fold_cases(ds: &Dataset, fold: &str, model_dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let ids: Vec<String> = ds.cases.iter().map(|c| c.id.clone()).collect();
+    if fold == "all" {
+        return Ok((ids, Vec::new()));
+    }
+    let f: usize = fold
+        .parse()
+        .map_err(|_| TrainError::Input(format!("--fold must be 0-4 or all, got {fold:?}")))?;
+    let sp = splits::load_or_create(&model_dir.join("splits.json"), &ids, SPLIT_SEED)?;
+    let s = sp.get(f).ok_or_else(|| {
+        TrainError::Input(format!("--fold {f}: splits.json has {} folds", sp.len()))
+    })?;
+    Ok((s.train.clone(), s.val.clone()))
+}
+
+/// Trains the fine stage of a cascade (nnU-Net's `3d_cascade_fullres`, cropped per gland)
+/// into `MODEL/<cascade.folder>`: the model folder's plan must describe the cascade
+/// (`glandseg plan --cascade`). Also writes the gland atlas (`atlas.json`) that gives a
+/// box to a gland the coarse stage misses. Patches are all centred on a gland voxel, as
+/// prediction only runs the fine network in boxes around glands.
+pub fn train_fine_stage<B: NetAutodiffBackend>(
+    job: &TrainJob,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<TrainOutcome> {
+    let ds = Dataset::open(&job.dataset)?;
+    let model_dir = job
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("model"));
+    let coarse = ModelFolder::open(&model_dir)?;
+    let cascade = coarse.plan.cascade.clone().ok_or_else(|| {
+        TrainError::Input(format!(
+            "{}: the plan has no cascade stage (make one with `glandseg plan --cascade`, then train stage 1 with it)",
+            model_dir.join("plans.json").display()
+        ))
+    })?;
+    let plan = cascade.fine.with_overrides(&job.overrides);
+    let dir = model_dir.join(&cascade.folder);
+    let folder = ModelFolder::create(&dir, &plan, &job.command)?;
+    let atlas_path = dir.join(crate::ATLAS_FILE);
+    if !atlas_path.is_file() {
+        progress.note("gland atlas from the training labels");
+        let cases = ds
+            .cases
+            .iter()
+            .map(|c| {
+                glandseg_nifti::read_labels(&c.label)
+                    .map(|l| glandseg_plan::cascade::gland_positions(&l))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let values: Vec<u8> = coarse.plan.labels.foreground().map(|(v, _)| v).collect();
+        let atlas = glandseg_plan::GlandAtlas::build(&values, &cases);
+        glandseg_core::atomic::write_json(&atlas_path, &atlas)?;
+    }
+    let cache_dir = job
+        .cache
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("preprocessed_stage2"));
+    let cache = Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
+        TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
+    })?;
+    let (train_cases, val_cases) = fold_cases(&ds, &job.fold, &model_dir)?;
+    let mut config = job.config.clone();
+    config.patch_size = job.overrides.patch;
+    config.batch_size = job.overrides.batch;
+    config.oversample_foreground = 1.0;
+    let trainer = Trainer {
+        plan: &plan,
+        cache: &cache,
+        fold_dir: folder.fold_dir(&job.fold),
+        fold: job.fold.clone(),
+        train_cases,
+        val_cases,
+        config,
+        progress,
+        stop_after_epochs: None,
+    };
+    let summary = trainer.run::<B>(device, job.resume)?;
+    Ok(TrainOutcome {
+        model_dir: dir,
+        summary,
+    })
 }

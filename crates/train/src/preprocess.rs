@@ -45,12 +45,43 @@ struct CacheManifest {
     normalization: Vec<glandseg_plan::Normalization>,
     channels: Vec<String>,
     cases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    label_source: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crop_to_labels_mm: Option<f64>,
 }
 
 /// Label map onto the preprocessed grid (one-hot linear, then argmax: smoother than
 /// nearest when the spacing changes, and no class vanishes at a boundary).
 pub fn preprocess_labels(labels: &Volume<u8>, target: &Geometry) -> Volume<u8> {
     resample_labels(labels, target, LabelInterpolation::LinearOneHot)
+}
+
+/// The box of every labelled voxel grown by `margin_mm` (clipped to the grid), or None for
+/// an empty label map: a fine cascade stage trains on the neighbourhood of the glands only.
+pub fn labels_box(labels: &Volume<u8>, margin_mm: f64) -> Option<([usize; 3], [usize; 3])> {
+    let g = labels.geometry();
+    let n = g.shape;
+    let mut lo = [usize::MAX; 3];
+    let mut hi = [0usize; 3];
+    for (idx, &v) in labels.as_slice().iter().enumerate() {
+        if v != 0 {
+            let p = [idx % n[0], (idx / n[0]) % n[1], idx / (n[0] * n[1])];
+            for a in 0..3 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a] + 1);
+            }
+        }
+    }
+    if lo[0] == usize::MAX {
+        return None;
+    }
+    for a in 0..3 {
+        let m = (margin_mm / g.spacing[a]).ceil() as usize;
+        lo[a] = lo[a].saturating_sub(m);
+        hi[a] = (hi[a] + m).min(n[a]);
+    }
+    Some((lo, hi))
 }
 
 fn class_locations(labels: &Volume<u8>, seed: u64) -> BTreeMap<u8, Vec<[usize; 3]>> {
@@ -154,6 +185,8 @@ impl Cache {
             normalization: plan.normalization.clone(),
             channels: plan.channels.clone(),
             cases: ds.cases.iter().map(|c| c.id.clone()).collect(),
+            label_source: plan.label_source.clone(),
+            crop_to_labels_mm: plan.crop_to_labels_mm,
         };
         let manifest_path = dir.join("cache.json");
         if let Ok(bytes) = std::fs::read(&manifest_path) {
@@ -189,7 +222,15 @@ impl Cache {
                     )));
                 }
                 let images = onto_first_grid(images);
-                let crop = body_box(&images[0], is_ct);
+                let labels = match &plan.label_source {
+                    Some(table) => labels.map(|&v| table.get(v as usize).copied().unwrap_or(0)),
+                    None => labels,
+                };
+                let body = body_box(&images[0], is_ct);
+                let crop = match plan.crop_to_labels_mm {
+                    Some(mm) => labels_box(&labels, mm).unwrap_or(body),
+                    None => body,
+                };
                 let (target, data) = preprocess_images(&images, plan, crop)?;
                 let labels = preprocess_labels(&labels.crop(crop.0, crop.1)?, &target);
                 let info = CaseInfo {

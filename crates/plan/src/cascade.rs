@@ -1,0 +1,359 @@
+//! The coarse-to-fine cascade's plan: a second network that runs at the CT's own
+//! resolution, but only in a box around each gland the first (coarse) stage found.
+//!
+//! Why two stages: a 0.5-1.2 mL lacrimal gland is 20-40 voxels at the 3 mm a network can
+//! afford over the whole head on a CPU, and the coarse network resolves the big parotids
+//! long before it separates such a small class from its neighbours. Inside a box around
+//! one gland at about 1 mm the same gland is hundreds of voxels and a large share of every
+//! patch. nnU-Net's cascade feeds the whole full-resolution image to stage 2; here stage 2
+//! is cropped per gland, which is what makes 1 mm affordable on two cores.
+//!
+//! Laterality: the fine stage predicts side-less classes (parotid, submandibular,
+//! lacrimal). Which side a box is on is decided by the coarse stage, which sees the whole
+//! head (a 50 mm box around one lacrimal gland does not show the midline). So the fine
+//! network may mirror freely, and left and right glands train one class together.
+//!
+//! A gland the coarse stage misses still gets a box, from a [`GlandAtlas`]: the mean
+//! offsets between gland centroids in the training labels (in patient coordinates), so
+//! the box comes from the glands that were found and the clinic's own anatomy.
+
+use crate::plan::{topology, total_stride, Plan, Preset};
+use crate::Fingerprint;
+use glandseg_core::{LabelMap, Volume};
+use serde::{Deserialize, Serialize};
+
+/// Stage 2 of a cascade, stored in the coarse plan (`plans.json` describes both stages).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct CascadePlan {
+    /// The fine network's plan: side-less labels, fine spacing, its own patch and stages.
+    pub fine: Box<Plan>,
+    /// For each coarse label value, the fine class it belongs to (0 = none).
+    pub fine_class_of: Vec<u8>,
+    /// Margin around each gland's box, mm (covers stage 1's boundary error).
+    pub margin_mm: f64,
+    /// Folder of the fine stage's model inside the model folder.
+    pub folder: String,
+    /// Why the planner chose the cascade (or why it was forced).
+    pub reason: String,
+}
+
+/// The stem of a label name without its side (`parotid_left` -> `parotid`).
+pub fn stem(name: &str) -> &str {
+    LabelMap::side_of(name).map(|(s, _)| s).unwrap_or(name)
+}
+
+/// The side-less label map of `labels` and the table from each coarse value to its fine
+/// class, in order of first appearance.
+pub fn sideless(labels: &LabelMap) -> (LabelMap, Vec<u8>) {
+    let mut names: Vec<String> = Vec::new();
+    let mut table = vec![0u8; labels.num_classes()];
+    for (v, name) in labels.foreground() {
+        let s = stem(name).to_string();
+        let idx = match names.iter().position(|n| *n == s) {
+            Some(i) => i,
+            None => {
+                names.push(s);
+                names.len() - 1
+            }
+        };
+        table[v as usize] = (idx + 1) as u8;
+    }
+    let mut entries = vec![(0u8, "background".to_string())];
+    entries.extend(
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| ((i + 1) as u8, n)),
+    );
+    (
+        LabelMap::new(entries).expect("distinct stems with values 1.."),
+        table,
+    )
+}
+
+/// Fine-stage spacing: nnU-Net's full-resolution rule on the fingerprint (median spacing,
+/// the 10th percentile on a much coarser axis), never finer than `min_mm` in-plane (0.8 mm
+/// is below any gland's boundary uncertainty and keeps boxes affordable).
+pub fn fine_spacing(fp: &Fingerprint, min_mm: f64) -> [f64; 3] {
+    let t = crate::plan::target_spacing(&fp.spacings, &fp.shapes_after_crop);
+    t.map(|s| s.max(min_mm))
+}
+
+/// Patch edge in voxels along the finest axis for a preset (the others scaled to about the
+/// same extent in mm): 48 for tiny, 64 for cpu, 96 for gpu.
+fn patch_edge(preset: Preset) -> usize {
+    match preset {
+        Preset::Tiny => 48,
+        Preset::Cpu => 64,
+        Preset::Gpu => 96,
+    }
+}
+
+/// The fine stage for `coarse`, at `spacing` (mm; from [`fine_spacing`] unless the user
+/// chose one) with `patch` (voxels; from the preset unless given).
+pub fn plan_cascade(
+    coarse: &Plan,
+    spacing: [f64; 3],
+    patch: Option<[usize; 3]>,
+    preset: Preset,
+    reason: String,
+) -> CascadePlan {
+    let (labels, fine_class_of) = sideless(&coarse.labels);
+    let min_sp = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
+    let edge = patch_edge(preset);
+    let patch = patch.unwrap_or_else(|| {
+        spacing.map(|s| ((edge as f64 * min_sp / s).round() as usize).clamp(16, edge))
+    });
+    let stages = topology(patch, spacing, preset);
+    let t = total_stride(&stages);
+    let patch = [0, 1, 2].map(|a| patch[a].div_ceil(t[a]) * t[a]);
+    let mut options = coarse.options.clone();
+    options.preset = preset;
+    let fine = Plan {
+        glandseg_version: coarse.glandseg_version.clone(),
+        channels: coarse.channels.clone(),
+        labels,
+        lateral_pairs: Vec::new(),
+        target_spacing: spacing,
+        median_shape_at_target: patch,
+        patch_size: patch,
+        batch_size: 2,
+        estimated_memory_gb: crate::plan::estimate_memory_gb(
+            patch,
+            &stages,
+            2,
+            coarse.channels.len(),
+        ),
+        stages,
+        normalization: coarse.normalization.clone(),
+        options,
+        cascade: None,
+        label_source: Some(fine_class_of.clone()),
+        crop_to_labels_mm: Some(30.0),
+    };
+    CascadePlan {
+        fine: Box::new(fine),
+        fine_class_of,
+        margin_mm: 8.0,
+        folder: "stage2".into(),
+        reason,
+    }
+}
+
+/// Whether a dataset needs the cascade: when the coarse spacing is at least 1.5 times the
+/// fine one on some axis and the smallest gland is under 100 voxels at the coarse spacing
+/// (too few for a network to outline; nnU-Net adds its cascade on size alone). Returns the
+/// reason either way.
+pub fn needs_cascade(fp: &Fingerprint, coarse_spacing: [f64; 3], fine: [f64; 3]) -> (bool, String) {
+    let ratio = (0..3)
+        .map(|a| coarse_spacing[a] / fine[a])
+        .fold(0.0, f64::max);
+    let voxel_ml = coarse_spacing.iter().product::<f64>() / 1000.0;
+    let smallest = fp
+        .label_volumes_ml
+        .iter()
+        .filter_map(|(name, v)| {
+            let mut v: Vec<f64> = v.iter().cloned().filter(|x| *x > 0.0).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v.get(v.len() / 2).map(|m| (name.clone(), *m))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    match smallest {
+        Some((name, ml)) => {
+            let vox = ml / voxel_ml;
+            let yes = ratio >= 1.5 && vox < 100.0;
+            (
+                yes,
+                format!(
+                    "smallest gland {name}: median {ml:.2} mL = {vox:.0} voxels at the coarse \
+                     {:.1} mm; coarse/fine spacing ratio {ratio:.1}: {}",
+                    coarse_spacing[0],
+                    if yes {
+                        "cascade (fine stage in boxes around each gland)"
+                    } else {
+                        "single stage"
+                    }
+                ),
+            )
+        }
+        None => (false, "no labelled glands: single stage".into()),
+    }
+}
+
+/// Where glands lie relative to each other in the training labels: the fallback box of a
+/// gland the coarse stage missed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct GlandAtlas {
+    /// Label values (coarse map), in the order of the tables below.
+    pub labels: Vec<u8>,
+    /// `offset_mm[a][b]`: mean LPS vector from gland a's centroid to gland b's, mm
+    /// (None when never seen together).
+    pub offset_mm: Vec<Vec<Option<[f64; 3]>>>,
+    /// Standard deviation of each offset's length, mm.
+    pub offset_sd_mm: Vec<Vec<Option<f64>>>,
+    /// Largest half-extent of each gland along the LPS axes, mm.
+    pub half_extent_mm: Vec<[f64; 3]>,
+    /// Cases the atlas was built from.
+    pub cases: usize,
+}
+
+/// One label map's glands: centroid (LPS mm) and LPS-axis half-extent (mm) per label value.
+pub fn gland_positions(labels: &Volume<u8>) -> Vec<(u8, [f64; 3], [f64; 3])> {
+    let g = labels.geometry();
+    let [ni, nj, nk] = g.shape;
+    let mut acc: std::collections::BTreeMap<u8, ([f64; 3], usize, [f64; 3], [f64; 3])> =
+        Default::default();
+    let data = labels.as_slice();
+    for k in 0..nk {
+        for j in 0..nj {
+            for i in 0..ni {
+                let v = data[(k * nj + j) * ni + i];
+                if v == 0 {
+                    continue;
+                }
+                let w = g.index_to_world([i as f64, j as f64, k as f64]);
+                let e = acc.entry(v).or_insert(([0.0; 3], 0, [f64::MAX; 3], [f64::MIN; 3]));
+                for a in 0..3 {
+                    e.0[a] += w[a];
+                    e.2[a] = e.2[a].min(w[a]);
+                    e.3[a] = e.3[a].max(w[a]);
+                }
+                e.1 += 1;
+            }
+        }
+    }
+    acc.into_iter()
+        .map(|(v, (s, n, lo, hi))| {
+            let c = s.map(|x| x / n as f64);
+            let half = [0, 1, 2].map(|a| (hi[a] - lo[a]) / 2.0 + g.spacing.iter().cloned().fold(0.0, f64::max) / 2.0);
+            (v, c, half)
+        })
+        .collect()
+}
+
+impl GlandAtlas {
+    /// The atlas of a set of cases, each given as [`gland_positions`].
+    pub fn build(label_values: &[u8], cases: &[Vec<(u8, [f64; 3], [f64; 3])>]) -> GlandAtlas {
+        let n = label_values.len();
+        let idx = |v: u8| label_values.iter().position(|&x| x == v);
+        let mut sums = vec![vec![([0.0; 3], 0.0, 0usize); n]; n];
+        let mut half = vec![[0.0f64; 3]; n];
+        for case in cases {
+            for &(va, ca, ha) in case {
+                let Some(a) = idx(va) else { continue };
+                for ax in 0..3 {
+                    half[a][ax] = half[a][ax].max(ha[ax]);
+                }
+                for &(vb, cb, _) in case {
+                    let Some(b) = idx(vb) else { continue };
+                    if a == b {
+                        continue;
+                    }
+                    let d = [cb[0] - ca[0], cb[1] - ca[1], cb[2] - ca[2]];
+                    let s = &mut sums[a][b];
+                    for ax in 0..3 {
+                        s.0[ax] += d[ax];
+                    }
+                    s.1 += d.iter().map(|x| x * x).sum::<f64>();
+                    s.2 += 1;
+                }
+            }
+        }
+        let mut offset = vec![vec![None; n]; n];
+        let mut sd = vec![vec![None; n]; n];
+        for a in 0..n {
+            for b in 0..n {
+                let (s, sq, c) = sums[a][b];
+                if c == 0 {
+                    continue;
+                }
+                let m = s.map(|x| x / c as f64);
+                let mean_sq = sq / c as f64;
+                let m2: f64 = m.iter().map(|x| x * x).sum();
+                offset[a][b] = Some(m);
+                sd[a][b] = Some((mean_sq - m2).max(0.0).sqrt());
+            }
+        }
+        GlandAtlas {
+            labels: label_values.to_vec(),
+            offset_mm: offset,
+            offset_sd_mm: sd,
+            half_extent_mm: half,
+            cases: cases.len(),
+        }
+    }
+
+    /// Where gland `missing` should be (centre, half-extent in LPS mm) given the glands that
+    /// were `found` (value, centroid): the mean of each found gland's centroid plus its
+    /// mean offset, the half-extent grown by the offsets' spread. None when no found gland
+    /// was ever seen with it.
+    pub fn expected_box(
+        &self,
+        missing: u8,
+        found: &[(u8, [f64; 3])],
+    ) -> Option<([f64; 3], [f64; 3])> {
+        let m = self.labels.iter().position(|&x| x == missing)?;
+        let mut centre = [0.0; 3];
+        let mut spread = 0.0f64;
+        let mut n = 0.0;
+        for &(v, c) in found {
+            let Some(f) = self.labels.iter().position(|&x| x == v) else {
+                continue;
+            };
+            let (Some(o), Some(sd)) = (self.offset_mm[f][m], self.offset_sd_mm[f][m]) else {
+                continue;
+            };
+            for a in 0..3 {
+                centre[a] += c[a] + o[a];
+            }
+            spread = spread.max(sd);
+            n += 1.0;
+        }
+        if n == 0.0 {
+            return None;
+        }
+        let centre = centre.map(|x| x / n);
+        let half = self.half_extent_mm[m].map(|h| h + 2.0 * spread);
+        Some((centre, half))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sideless_merges_pairs_in_order() {
+        let (m, t) = sideless(&LabelMap::default());
+        assert_eq!(m.num_classes(), 4);
+        assert_eq!(m.name(1), Some("parotid"));
+        assert_eq!(m.name(3), Some("lacrimal"));
+        assert_eq!(t, vec![0, 1, 1, 2, 2, 3, 3]);
+        assert!(m.lateral_pairs().is_empty());
+    }
+
+    #[test]
+    fn atlas_predicts_a_missing_partner() {
+        // Two cases: gland 1 at x=+50, gland 2 at x=-50 (+-2 mm), gland 5 at (40, -60, 60).
+        let cases = vec![
+            vec![
+                (1, [50.0, 0.0, 0.0], [10.0; 3]),
+                (2, [-50.0, 0.0, 0.0], [10.0; 3]),
+                (5, [40.0, -60.0, 60.0], [5.0; 3]),
+            ],
+            vec![
+                (1, [52.0, 0.0, 0.0], [11.0; 3]),
+                (2, [-48.0, 0.0, 0.0], [9.0; 3]),
+                (5, [42.0, -60.0, 60.0], [6.0; 3]),
+            ],
+        ];
+        let atlas = GlandAtlas::build(&[1, 2, 5], &cases);
+        let (c, h) = atlas
+            .expected_box(5, &[(1, [60.0, 10.0, 0.0]), (2, [-40.0, 10.0, 0.0])])
+            .unwrap();
+        assert!((c[0] - 50.0).abs() < 1e-9 && (c[1] + 50.0).abs() < 1e-9, "{c:?}");
+        assert!((c[2] - 60.0).abs() < 1e-9);
+        assert!(h[0] >= 6.0);
+        assert!(atlas.expected_box(5, &[]).is_none());
+    }
+}

@@ -1,0 +1,293 @@
+//! The cascade's second stage at prediction: a box around every gland the coarse stage
+//! found (or, for a gland it missed, where the gland atlas expects it from the glands it
+//! did find), the fine network over each box at its own spacing, and its side-less class
+//! written back as the box's gland. Why the stages split the work this way is in
+//! [`glandseg_plan::cascade`].
+
+use crate::localize::Region;
+use crate::{Predictor, PredictOptions, Result};
+use glandseg_core::{LabelMap, Progress, Volume};
+use glandseg_net::NetBackend;
+use glandseg_ops::components::keep_largest;
+use glandseg_plan::cascade::gland_positions;
+use glandseg_plan::{CascadePlan, GlandAtlas};
+use serde::Serialize;
+use std::path::Path;
+
+/// The fine stage of a cascade, loaded.
+pub struct FineStage<B: NetBackend> {
+    /// The fine network (its own model folder, side-less labels).
+    pub predictor: Predictor<B>,
+    /// The cascade as planned (margin, class table).
+    pub spec: CascadePlan,
+    /// Where glands lie relative to each other in the training labels.
+    pub atlas: GlandAtlas,
+}
+
+/// One gland's box in a prediction.
+#[derive(Clone, Debug, Serialize)]
+pub struct GlandBox {
+    /// Coarse label value.
+    pub label: u8,
+    /// Its name.
+    pub name: String,
+    /// "stage1" (the coarse stage found it), "atlas" (placed from the other glands), or
+    /// "none" (no box: nothing to place it from).
+    pub source: String,
+    /// Voxel box on the CT grid, `[lo, hi)`.
+    pub lo: [usize; 3],
+    /// Exclusive upper corner.
+    pub hi: [usize; 3],
+    /// The gland's voxels (CT grid) after stage 1 and after stage 2.
+    pub voxels_stage1: usize,
+    /// After the fine stage.
+    pub voxels_stage2: usize,
+}
+
+/// What the fine stage did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CascadeReport {
+    /// The fine network's spacing, mm.
+    pub fine_spacing_mm: [f64; 3],
+    /// One entry per gland.
+    pub boxes: Vec<GlandBox>,
+    /// Glands the coarse stage missed that the atlas gave a box.
+    pub placed_by_atlas: usize,
+    /// Wall time of the fine stage, s.
+    pub seconds: f64,
+}
+
+impl<B: NetBackend> FineStage<B> {
+    /// Loads the fine stage from `dir`, or None when it holds no trained fold yet.
+    pub fn load(
+        dir: &Path,
+        spec: &CascadePlan,
+        folds: Vec<String>,
+        device: B::Device,
+    ) -> Result<Option<Self>> {
+        if folds.is_empty() {
+            return Ok(None);
+        }
+        let predictor = Predictor::<B>::load(dir, &folds, device)?;
+        let atlas_path = dir.join(glandseg_model::ATLAS_FILE);
+        let atlas: GlandAtlas = match std::fs::read(&atlas_path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                crate::PredictError::Input(format!("{}: {e}", atlas_path.display()))
+            })?,
+            Err(_) => GlandAtlas::default(),
+        };
+        Ok(Some(FineStage {
+            predictor,
+            spec: spec.clone(),
+            atlas,
+        }))
+    }
+
+    /// Refines `arg` (coarse labels on the CT grid's `region`) gland by gland.
+    pub fn refine(
+        &self,
+        images: &[Volume<f32>],
+        region: Region,
+        arg: &mut Volume<u8>,
+        labels: &LabelMap,
+        opts: &PredictOptions,
+        progress: &dyn Progress,
+    ) -> Result<CascadeReport> {
+        let started = std::time::Instant::now();
+        let g = arg.geometry().clone();
+        let n = g.shape;
+        let fine_plan = &self.predictor.folder.plan;
+        // The fine network must see at least one tile of real image around the gland.
+        let min_extent: [usize; 3] = [0, 1, 2].map(|a| {
+            (fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a] / g.spacing[a]).ceil()
+                as usize
+        });
+        let margin: [usize; 3] =
+            [0, 1, 2].map(|a| (self.spec.margin_mm / g.spacing[a]).ceil() as usize);
+        let boxes_found = voxel_boxes(arg);
+        let found: Vec<(u8, [f64; 3])> = gland_positions(arg)
+            .into_iter()
+            .map(|(v, c, _)| (v, c))
+            .collect();
+        let mut report = Vec::new();
+        let mut placed = 0;
+        let fine_opts = PredictOptions {
+            keep_probabilities: false,
+            ..opts.clone()
+        };
+        for (v, name) in labels.foreground() {
+            let class = self.spec.fine_class_of.get(v as usize).copied().unwrap_or(0);
+            if class == 0 {
+                continue;
+            }
+            let before = arg.as_slice().iter().filter(|&&x| x == v).count();
+            let (core, source) = match boxes_found.get(&v) {
+                Some(b) => (Some(*b), "stage1"),
+                None => match self.atlas.expected_box(v, &found) {
+                    Some((c, h)) => (world_box(&g, c, h), "atlas"),
+                    None => (None, "none"),
+                },
+            };
+            let Some((lo0, hi0)) = core else {
+                report.push(GlandBox {
+                    label: v,
+                    name: name.to_string(),
+                    source: "none".into(),
+                    lo: [0; 3],
+                    hi: [0; 3],
+                    voxels_stage1: before,
+                    voxels_stage2: before,
+                });
+                continue;
+            };
+            if source == "atlas" {
+                placed += 1;
+            }
+            let mut lo = [0usize; 3];
+            let mut hi = [0usize; 3];
+            for a in 0..3 {
+                let mut l = lo0[a].saturating_sub(margin[a]);
+                let mut h = (hi0[a] + margin[a]).min(n[a]);
+                if h - l < min_extent[a] {
+                    let grow = min_extent[a] - (h - l);
+                    l = l.saturating_sub(grow / 2 + grow % 2);
+                    h = (l + min_extent[a]).min(n[a]);
+                    l = h.saturating_sub(min_extent[a]);
+                }
+                lo[a] = l;
+                hi[a] = h.max(l + 1);
+            }
+            let ct_box = (
+                [0, 1, 2].map(|a| lo[a] + region.0[a]),
+                [0, 1, 2].map(|a| hi[a] + region.0[a]),
+            );
+            let mut warnings = Vec::new();
+            let (fine, _, _, _) = self.predictor.region_argmax(
+                images,
+                ct_box,
+                &fine_opts,
+                &mut warnings,
+                progress,
+            )?;
+            // The gland is the largest component of its class in the box (a box around
+            // one submandibular gland can graze its partner).
+            let mask = fine.map(|&c| c == class);
+            let mask = keep_largest(&mask);
+            let [bi, bj, _] = fine.shape();
+            if mask.as_slice().iter().any(|&m| m) {
+                for x in arg.as_slice_mut().iter_mut() {
+                    if *x == v {
+                        *x = 0;
+                    }
+                }
+                for (idx, &m) in mask.as_slice().iter().enumerate() {
+                    if m {
+                        let (i, j, k) = (idx % bi, (idx / bi) % bj, idx / (bi * bj));
+                        arg.set(lo[0] + i, lo[1] + j, lo[2] + k, v);
+                    }
+                }
+            }
+            let after = arg.as_slice().iter().filter(|&&x| x == v).count();
+            report.push(GlandBox {
+                label: v,
+                name: name.to_string(),
+                source: source.into(),
+                lo: ct_box.0,
+                hi: ct_box.1,
+                voxels_stage1: before,
+                voxels_stage2: after,
+            });
+        }
+        Ok(CascadeReport {
+            fine_spacing_mm: fine_plan.target_spacing,
+            boxes: report,
+            placed_by_atlas: placed,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Voxel box `[lo, hi)` of every label value present.
+pub fn voxel_boxes(labels: &Volume<u8>) -> std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> {
+    let n = labels.shape();
+    let mut out: std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> = Default::default();
+    for (idx, &v) in labels.as_slice().iter().enumerate() {
+        if v == 0 {
+            continue;
+        }
+        let p = [idx % n[0], (idx / n[0]) % n[1], idx / (n[0] * n[1])];
+        let e = out.entry(v).or_insert((p, [p[0] + 1, p[1] + 1, p[2] + 1]));
+        for a in 0..3 {
+            e.0[a] = e.0[a].min(p[a]);
+            e.1[a] = e.1[a].max(p[a] + 1);
+        }
+    }
+    out
+}
+
+/// The voxel box of `grid` holding the LPS box `centre +- half` (mm), or None when it lies
+/// outside the grid.
+fn world_box(
+    grid: &glandseg_core::Geometry,
+    centre: [f64; 3],
+    half: [f64; 3],
+) -> Option<([usize; 3], [usize; 3])> {
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for corner in 0..8 {
+        let w = [0, 1, 2].map(|a| {
+            if corner >> a & 1 == 1 {
+                centre[a] + half[a]
+            } else {
+                centre[a] - half[a]
+            }
+        });
+        let p = grid.world_to_index(w);
+        for a in 0..3 {
+            lo[a] = lo[a].min(p[a]);
+            hi[a] = hi[a].max(p[a]);
+        }
+    }
+    let n = grid.shape;
+    let mut l = [0usize; 3];
+    let mut h = [0usize; 3];
+    for a in 0..3 {
+        let a_lo = lo[a].floor().max(0.0);
+        let a_hi = (hi[a].ceil() + 1.0).min(n[a] as f64);
+        if a_hi <= a_lo {
+            return None;
+        }
+        l[a] = a_lo as usize;
+        h[a] = a_hi as usize;
+    }
+    Some((l, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glandseg_core::Geometry;
+
+    #[test]
+    fn world_box_maps_mm_to_voxels_and_clips() {
+        let g = Geometry::new([20, 20, 20], [2.0, 2.0, 2.0], [0.0; 3]);
+        let (lo, hi) = world_box(&g, [10.0, 10.0, 10.0], [4.0, 4.0, 4.0]).unwrap();
+        assert_eq!(lo, [3, 3, 3]);
+        assert_eq!(hi, [8, 8, 8]);
+        assert!(world_box(&g, [-100.0, 10.0, 10.0], [4.0; 3]).is_none());
+        let (lo, hi) = world_box(&g, [0.0, 0.0, 0.0], [100.0; 3]).unwrap();
+        assert_eq!((lo, hi), ([0; 3], [20; 3]));
+    }
+
+    #[test]
+    fn boxes_of_each_label() {
+        let g = Geometry::new([8, 8, 8], [1.0; 3], [0.0; 3]);
+        let mut v = Volume::filled(g, 0u8);
+        v.set(1, 2, 3, 5);
+        v.set(4, 2, 6, 5);
+        v.set(7, 7, 7, 1);
+        let b = voxel_boxes(&v);
+        assert_eq!(b[&5], ([1, 2, 3], [5, 3, 7]));
+        assert_eq!(b[&1], ([7, 7, 7], [8, 8, 8]));
+    }
+}
