@@ -19,6 +19,17 @@ pub struct PlanArgs {
     /// Seed of the foreground intensity sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Coarse-to-fine cascade: stage 1 at --coarse-spacing over the head, stage 2 at the
+    /// data's own spacing in a box around each gland. "auto" picks it when the smallest
+    /// gland is under 100 voxels at the coarse spacing.
+    #[arg(long, default_value = "off", value_parser = ["off", "on", "auto"])]
+    cascade: String,
+    /// Stage 1's isotropic spacing in a cascade, mm.
+    #[arg(long, default_value_t = 3.0)]
+    coarse_spacing: f64,
+    /// Stage 2's isotropic spacing, mm (default: the data's median spacing, at least 0.8).
+    #[arg(long)]
+    fine_spacing: Option<f64>,
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
@@ -35,6 +46,26 @@ pub fn run(a: PlanArgs) -> Result<()> {
             preset: a.preset,
         },
     );
+    let plan = if a.cascade == "off" {
+        plan
+    } else {
+        anyhow::ensure!(a.coarse_spacing > 0.1, "--coarse-spacing must be above 0.1 mm");
+        let fine = match a.fine_spacing {
+            Some(s) => {
+                anyhow::ensure!(s > 0.1, "--fine-spacing must be above 0.1 mm");
+                [s; 3]
+            }
+            None => glandseg_plan::cascade::fine_spacing(&fp, 0.8),
+        };
+        let coarse = [a.coarse_spacing; 3];
+        let (needed, reason) = glandseg_plan::cascade::needs_cascade(&fp, coarse, fine);
+        println!("cascade: {reason}");
+        if a.cascade == "on" || needed {
+            glandseg_plan::cascade::with_cascade(&plan, coarse, fine, a.preset, reason)
+        } else {
+            plan
+        }
+    };
     let out = a.out.clone().unwrap_or_else(|| a.dataset.join("plans"));
     glandseg_core::atomic::write_json(&out.join("fingerprint.json"), &fp)
         .context("writing fingerprint.json")?;
@@ -55,6 +86,17 @@ pub fn run(a: PlanArgs) -> Result<()> {
         plan.stages.iter().map(|s| s.features).collect::<Vec<_>>(),
         plan.estimated_memory_gb
     );
+    if let Some(c) = &plan.cascade {
+        println!(
+            "stage 2: {:.2} x {:.2} x {:.2} mm, patch {:?}, classes {:?}, in boxes around each gland (+{} mm); train it with `glandseg train --stage 2` after stage 1",
+            c.fine.target_spacing[0],
+            c.fine.target_spacing[1],
+            c.fine.target_spacing[2],
+            c.fine.patch_size,
+            c.fine.labels.foreground().map(|(_, n)| n.to_string()).collect::<Vec<_>>(),
+            c.margin_mm
+        );
+    }
     println!("written: {}", out.join("plans.json").display());
     Ok(())
 }

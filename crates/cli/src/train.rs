@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// Also mirror the anterior-posterior and superior-inferior axes.
     #[arg(long)]
     pub mirror_all_axes: bool,
+    /// Which stage of a cascade to train: 1 (the coarse network, or the only one) or 2
+    /// (the fine network in boxes around the glands; needs stage 1's model folder).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub stage: u8,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -140,6 +140,34 @@ pub fn plan_cascade(
     }
 }
 
+/// `plan` as the coarse stage of a cascade: at `coarse` spacing (stages re-derived, the
+/// patch shrunk to the head at that spacing), with the fine stage at `fine`.
+pub fn with_cascade(
+    plan: &Plan,
+    coarse: [f64; 3],
+    fine: [f64; 3],
+    preset: Preset,
+    reason: String,
+) -> Plan {
+    let patch = [0, 1, 2].map(|a| {
+        let at_coarse = (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a]
+            / coarse[a])
+            .round() as usize;
+        at_coarse.clamp(16, plan.patch_size[a].max(16))
+    });
+    let mut c = plan.with_overrides(&crate::PlanOverrides {
+        spacing: Some(coarse),
+        patch: Some(patch),
+        batch: None,
+    });
+    c.median_shape_at_target = [0, 1, 2].map(|a| {
+        (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a] / coarse[a]).round()
+            as usize
+    });
+    c.cascade = Some(plan_cascade(&c, fine, None, preset, reason));
+    c
+}
+
 /// Whether a dataset needs the cascade: when the coarse spacing is at least 1.5 times the
 /// fine one on some axis and the smallest gland is under 100 voxels at the coarse spacing
 /// (too few for a network to outline; nnU-Net adds its cascade on size alone). Returns the
