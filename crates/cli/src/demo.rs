@@ -51,6 +51,13 @@ pub struct DemoArgs {
     /// Fixed number of training iterations instead of the time budget (tests).
     #[arg(long)]
     pub iterations: Option<usize>,
+    /// Train and predict the coarse stage alone (no cascade: faster, but the lacrimal
+    /// glands are too small for it).
+    #[arg(long)]
+    pub single_stage: bool,
+    /// Share of --train-minutes that goes to the cascade's fine stage.
+    #[arg(long, default_value_t = 0.5)]
+    pub fine_share: f64,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -71,6 +78,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
         lr: a.lr,
         seed: a.seed,
         iterations: a.iterations,
+        cascade: !a.single_stage,
+        fine_share: a.fine_share,
     };
     let bars = Bars::new(a.quiet);
     let outcome =

@@ -44,6 +44,11 @@ pub struct DemoJob {
     pub seed: u64,
     /// Fixed number of training iterations instead of the time budget.
     pub iterations: Option<usize>,
+    /// Train and predict a coarse-to-fine cascade (stage 2 at the data's own spacing in
+    /// boxes around each gland); false: the single coarse stage.
+    pub cascade: bool,
+    /// Share of the training time that goes to stage 2 of the cascade.
+    pub fine_share: f64,
 }
 
 /// What the demo produced.
@@ -114,6 +119,11 @@ pub fn run_demo<B: NetAutodiffBackend>(
         "--scale must be in (0.05, 4], got {}",
         job.scale
     );
+    anyhow::ensure!(
+        job.fine_share > 0.0 && job.fine_share < 1.0,
+        "--fine-share must be between 0 and 1, got {}",
+        job.fine_share
+    );
     let t0 = Instant::now();
     let mut timings: Vec<(&str, f64)> = Vec::new();
     std::fs::create_dir_all(&job.out).with_context(|| format!("creating {}", job.out.display()))?;
@@ -161,6 +171,14 @@ pub fn run_demo<B: NetAutodiffBackend>(
         patch: Some([job.patch[0], job.patch[1], job.patch[2]]),
         batch: Some(2),
     });
+    let mut plan = plan;
+    if job.cascade {
+        let fine = glandseg_plan::cascade::fine_spacing(&fp, 0.8);
+        let (_, reason) = glandseg_plan::cascade::needs_cascade(&fp, [job.spacing; 3], fine);
+        plan.cascade = Some(glandseg_plan::cascade::plan_cascade(
+            &plan, fine, None, job.preset, reason,
+        ));
+    }
     glandseg_core::atomic::write_json(&ds_dir.join("plans").join("plans.json"), &plan)?;
     timings.push(("plan", t.elapsed().as_secs_f64()));
     progress.note(&format!(
@@ -183,6 +201,11 @@ pub fn run_demo<B: NetAutodiffBackend>(
         seed: job.seed,
         ..TrainConfig::checked(1, 1, job.optimizer, job.lr)?
     };
+    let stage1_minutes = if job.cascade {
+        job.train_minutes * (1.0 - job.fine_share)
+    } else {
+        job.train_minutes
+    };
     let iterations = match job.iterations {
         Some(n) => n.max(1),
         None => {
@@ -195,12 +218,11 @@ pub fn run_demo<B: NetAutodiffBackend>(
                 &Default::default(),
                 3,
             )?;
-            let n = ((job.train_minutes * 60.0) / (secs * 1.15))
+            let n = ((stage1_minutes * 60.0) / (secs * 1.15))
                 .floor()
                 .max(10.0) as usize;
             progress.note(&format!(
-                "   {secs:.2} s per iteration: {n} iterations fit {:.1} min",
-                job.train_minutes
+                "   {secs:.2} s per iteration: {n} iterations fit {stage1_minutes:.1} min"
             ));
             n
         }
@@ -230,6 +252,53 @@ pub fn run_demo<B: NetAutodiffBackend>(
     let out = train_fold::<B>(&train, &Default::default(), progress)?;
     if let Some(line) = out.summary_line() {
         print(&line);
+    }
+    if let Some(cascade) = &plan.cascade {
+        let fine_plan = &cascade.fine;
+        progress.note(&format!(
+            "   stage 2: {:.2} x {:.2} x {:.2} mm, patch {:?}, in boxes around each gland",
+            fine_plan.target_spacing[0],
+            fine_plan.target_spacing[1],
+            fine_plan.target_spacing[2],
+            fine_plan.patch_size
+        ));
+        let mut fine_config = train.config.clone();
+        fine_config.oversample_foreground = 1.0;
+        let iterations = match job.iterations {
+            Some(n) => n.max(1),
+            None => {
+                let cache = glandseg_train::Cache::build(
+                    &ds,
+                    fine_plan,
+                    &ds_dir.join("preprocessed_stage2"),
+                    progress,
+                )?;
+                let secs = glandseg_train::trainer::seconds_per_iteration::<B>(
+                    fine_plan,
+                    &cache,
+                    &fine_config,
+                    &Default::default(),
+                    3,
+                )?;
+                let minutes = job.train_minutes * job.fine_share;
+                let n = ((minutes * 60.0) / (secs * 1.15)).floor().max(10.0) as usize;
+                progress.note(&format!(
+                    "   stage 2: {secs:.2} s per iteration: {n} iterations fit {minutes:.1} min"
+                ));
+                n
+            }
+        };
+        fine_config.iters_per_epoch = iterations.clamp(1, 25);
+        fine_config.epochs = iterations.div_ceil(fine_config.iters_per_epoch);
+        let fine_job = TrainJob {
+            config: fine_config,
+            command: format!("{} (stage 2)", train.command),
+            ..train.clone()
+        };
+        let out = glandseg_train::train_fine_stage::<B>(&fine_job, &Default::default(), progress)?;
+        if let Some(line) = out.summary_line() {
+            print(&format!("stage 2 {line}"));
+        }
     }
     timings.push(("preprocess + train", t.elapsed().as_secs_f64()));
 

@@ -19,6 +19,8 @@
 //!     lr: None,
 //!     seed: 0,
 //!     iterations: None,
+//!     cascade: true,
+//!     fine_share: 0.5,
 //! };
 //! let outcome = run_demo::<glandseg_net::CpuAutodiff>(&job, &glandseg_core::NoProgress, &|l| {
 //!     println!("{l}")
