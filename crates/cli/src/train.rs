@@ -102,9 +102,13 @@ fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
 }
 
 /// Trains one fold with bars (hidden when `quiet`) and reports it.
-fn train(job: &TrainJob, quiet: bool) -> Result<()> {
+fn train(job: &TrainJob, stage: u8, quiet: bool) -> Result<()> {
     let bars = crate::progress::Bars::new(quiet);
-    let out = glandseg_train::train_fold::<crate::TrainBackend>(job, &Default::default(), &bars)?;
+    let out = if stage == 2 {
+        glandseg_train::train_fine_stage::<crate::TrainBackend>(job, &Default::default(), &bars)?
+    } else {
+        glandseg_train::train_fold::<crate::TrainBackend>(job, &Default::default(), &bars)?
+    };
     if let Some(e) = out.summary.resumed_from_epoch {
         eprintln!("resumed after epoch {e}");
     }
@@ -116,6 +120,6 @@ fn train(job: &TrainJob, quiet: bool) -> Result<()> {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
-    let quiet = a.quiet;
-    train(&job_of(a, command.join(" "))?, quiet)
+    let (quiet, stage) = (a.quiet, a.stage);
+    train(&job_of(a, command.join(" "))?, stage, quiet)
 }
