@@ -94,69 +94,32 @@ impl<B: NetBackend> FineStage<B> {
         progress: &dyn Progress,
     ) -> Result<CascadeReport> {
         let started = std::time::Instant::now();
-        let g = arg.geometry().clone();
-        let n = g.shape;
         let fine_plan = &self.predictor.folder.plan;
-        // The fine network must see at least one tile of real image around the gland.
-        let min_extent: [usize; 3] = [0, 1, 2].map(|a| {
-            (fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a] / g.spacing[a]).ceil()
-                as usize
-        });
-        let margin: [usize; 3] =
-            [0, 1, 2].map(|a| (self.spec.margin_mm / g.spacing[a]).ceil() as usize);
-        let boxes_found = voxel_boxes(arg);
-        let found: Vec<(u8, [f64; 3])> = gland_positions(arg)
-            .into_iter()
-            .map(|(v, c, _)| (v, c))
-            .collect();
+        let tile_mm = [0, 1, 2].map(|a| fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a]);
+        let planned = plan_boxes(arg, labels, &self.spec, &self.atlas, tile_mm);
         let mut report = Vec::new();
         let mut placed = 0;
         let fine_opts = PredictOptions {
             keep_probabilities: false,
             ..opts.clone()
         };
-        for (v, name) in labels.foreground() {
-            let class = self.spec.fine_class_of.get(v as usize).copied().unwrap_or(0);
-            if class == 0 {
-                continue;
-            }
-            let before = arg.as_slice().iter().filter(|&&x| x == v).count();
-            let (core, source) = match boxes_found.get(&v) {
-                Some(b) => (Some(*b), "stage1"),
-                None => match self.atlas.expected_box(v, &found) {
-                    Some((c, h)) => (world_box(&g, c, h), "atlas"),
-                    None => (None, "none"),
-                },
-            };
-            let Some((lo0, hi0)) = core else {
+        for b in planned {
+            let before = arg.as_slice().iter().filter(|&&x| x == b.label).count();
+            if b.source == "none" {
                 report.push(GlandBox {
-                    label: v,
-                    name: name.to_string(),
-                    source: "none".into(),
                     lo: [0; 3],
                     hi: [0; 3],
                     voxels_stage1: before,
                     voxels_stage2: before,
+                    ..b
                 });
                 continue;
-            };
-            if source == "atlas" {
+            }
+            if b.source == "atlas" {
                 placed += 1;
             }
-            let mut lo = [0usize; 3];
-            let mut hi = [0usize; 3];
-            for a in 0..3 {
-                let mut l = lo0[a].saturating_sub(margin[a]);
-                let mut h = (hi0[a] + margin[a]).min(n[a]);
-                if h - l < min_extent[a] {
-                    let grow = min_extent[a] - (h - l);
-                    l = l.saturating_sub(grow / 2 + grow % 2);
-                    h = (l + min_extent[a]).min(n[a]);
-                    l = h.saturating_sub(min_extent[a]);
-                }
-                lo[a] = l;
-                hi[a] = h.max(l + 1);
-            }
+            let (lo, hi) = (b.lo, b.hi);
+            let class = self.spec.fine_class_of[b.label as usize];
             let ct_box = (
                 [0, 1, 2].map(|a| lo[a] + region.0[a]),
                 [0, 1, 2].map(|a| hi[a] + region.0[a]),
@@ -176,26 +139,24 @@ impl<B: NetBackend> FineStage<B> {
             let [bi, bj, _] = fine.shape();
             if mask.as_slice().iter().any(|&m| m) {
                 for x in arg.as_slice_mut().iter_mut() {
-                    if *x == v {
+                    if *x == b.label {
                         *x = 0;
                     }
                 }
                 for (idx, &m) in mask.as_slice().iter().enumerate() {
                     if m {
                         let (i, j, k) = (idx % bi, (idx / bi) % bj, idx / (bi * bj));
-                        arg.set(lo[0] + i, lo[1] + j, lo[2] + k, v);
+                        arg.set(lo[0] + i, lo[1] + j, lo[2] + k, b.label);
                     }
                 }
             }
-            let after = arg.as_slice().iter().filter(|&&x| x == v).count();
+            let after = arg.as_slice().iter().filter(|&&x| x == b.label).count();
             report.push(GlandBox {
-                label: v,
-                name: name.to_string(),
-                source: source.into(),
                 lo: ct_box.0,
                 hi: ct_box.1,
                 voxels_stage1: before,
                 voxels_stage2: after,
+                ..b
             });
         }
         Ok(CascadeReport {
@@ -205,6 +166,68 @@ impl<B: NetBackend> FineStage<B> {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The box of every gland with a fine class, on the grid of `arg` (the coarse labels):
+/// the gland's own box where stage 1 found it, else where the atlas expects it from the
+/// glands that were found; grown by the cascade's margin and to at least one fine tile
+/// (`tile_mm`), clipped to the grid. Boxes are `[lo, hi)` on `arg`'s grid; the voxel
+/// counts are left at 0 for the caller.
+pub fn plan_boxes(
+    arg: &Volume<u8>,
+    labels: &LabelMap,
+    spec: &CascadePlan,
+    atlas: &GlandAtlas,
+    tile_mm: [f64; 3],
+) -> Vec<GlandBox> {
+    let g = arg.geometry();
+    let n = g.shape;
+    let min_extent: [usize; 3] = [0, 1, 2].map(|a| (tile_mm[a] / g.spacing[a]).ceil() as usize);
+    let margin: [usize; 3] = [0, 1, 2].map(|a| (spec.margin_mm / g.spacing[a]).ceil() as usize);
+    let boxes_found = voxel_boxes(arg);
+    let found: Vec<(u8, [f64; 3])> = gland_positions(arg)
+        .into_iter()
+        .map(|(v, c, _)| (v, c))
+        .collect();
+    let mut out = Vec::new();
+    for (v, name) in labels.foreground() {
+        let class = spec.fine_class_of.get(v as usize).copied().unwrap_or(0);
+        if class == 0 {
+            continue;
+        }
+        let (core, source) = match boxes_found.get(&v) {
+            Some(b) => (Some(*b), "stage1"),
+            None => match atlas.expected_box(v, &found) {
+                Some((c, h)) => (world_box(g, c, h), "atlas"),
+                None => (None, "none"),
+            },
+        };
+        let mut entry = GlandBox {
+            label: v,
+            name: name.to_string(),
+            source: if core.is_some() { source } else { "none" }.into(),
+            lo: [0; 3],
+            hi: [0; 3],
+            voxels_stage1: 0,
+            voxels_stage2: 0,
+        };
+        if let Some((lo0, hi0)) = core {
+            for a in 0..3 {
+                let mut l = lo0[a].saturating_sub(margin[a]);
+                let mut h = (hi0[a] + margin[a]).min(n[a]);
+                if h - l < min_extent[a] {
+                    let grow = min_extent[a] - (h - l);
+                    l = l.saturating_sub(grow / 2 + grow % 2);
+                    h = (l + min_extent[a]).min(n[a]);
+                    l = h.saturating_sub(min_extent[a]);
+                }
+                entry.lo[a] = l;
+                entry.hi[a] = h.max(l + 1);
+            }
+        }
+        out.push(entry);
+    }
+    out
 }
 
 /// Voxel box `[lo, hi)` of every label value present.
