@@ -147,6 +147,41 @@ impl UNetConfig {
     }
 }
 
+impl<B: Backend> UNet<B> {
+    /// Sets every output head's bias so that a fresh network says "background" with
+    /// probability `p_background` everywhere and splits the rest evenly among the
+    /// glands (the prior-probability initialisation of Lin et al., 2017).
+    ///
+    /// Why: with the default (zero) bias every class starts at 1/C in every voxel. For a
+    /// gland of a few hundred voxels in a patch of 10^5, the batch soft Dice's denominator
+    /// is then that spread-out probability mass (about 10^5 / C), so its gradient is
+    /// ~1000 times weaker than the same gland's true-positive term deserves; the network
+    /// learns the big glands first and, within a CPU budget, never lets the smallest
+    /// class win the argmax (measured: lacrimal pseudo-Dice 0 while parotids reached
+    /// 0.8). Starting from a confident background the foreground mass is small from the
+    /// first step and every class's Dice term pulls at full strength.
+    pub fn with_background_prior(mut self, p_background: f64) -> Self {
+        let p = p_background.clamp(1e-6, 1.0 - 1e-6);
+        for head in self.heads.iter_mut() {
+            let Some(bias) = head.bias.take() else {
+                continue;
+            };
+            let t = bias.val();
+            let c = t.dims()[0];
+            let fg = ((1.0 - p) / (c.max(2) - 1) as f64).ln();
+            let values: Vec<f32> = (0..c)
+                .map(|k| if k == 0 { p.ln() as f32 } else { fg as f32 })
+                .collect();
+            let device = t.device();
+            head.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
+                burn::tensor::TensorData::new(values, [c]),
+                &device,
+            )));
+        }
+        self
+    }
+}
+
 impl<B: NetBackend> UNet<B> {
     /// Logits at every decoder resolution, finest (full resolution) first.
     pub fn forward_all(&self, x: Tensor<B, 5>) -> Vec<Tensor<B, 5>> {

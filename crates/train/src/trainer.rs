@@ -329,6 +329,10 @@ pub fn targets<B: Backend>(
     out
 }
 
+/// Background probability of a fresh network's output ([`UNet::with_background_prior`]):
+/// about the share of background in a gland-centred patch.
+pub const BACKGROUND_PRIOR: f64 = 0.99;
+
 /// A freshly initialised network, the same for the same seed. burn's backends seed one
 /// process-wide RNG and initialise parameters lazily (on first use), so the seed, the
 /// construction and a touch of every parameter happen under one lock: runs in parallel
@@ -337,7 +341,9 @@ pub fn seeded_network<B: Backend>(plan: &Plan, seed: u64, device: &B::Device) ->
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
     B::seed(device, seed);
-    let model: UNet<B> = network_config(plan).init(device);
+    let model: UNet<B> = network_config(plan)
+        .init(device)
+        .with_background_prior(BACKGROUND_PRIOR);
     let _ = crate::checkpoint::weight_values(&model);
     model
 }

@@ -1,0 +1,114 @@
+//! The cascade's boxes on phantom anatomy: every gland's box covers the reference gland,
+//! a gland the coarse stage missed still gets a box from the atlas (built from other
+//! cases), and left boxes stay on the patient's left.
+
+use glandseg_core::{LabelMap, Volume};
+use glandseg_phantom::{generate_case, Fov, PhantomConfig};
+use glandseg_plan::cascade::{gland_positions, plan_cascade};
+use glandseg_plan::GlandAtlas;
+use glandseg_predict::cascade::{plan_boxes, voxel_boxes};
+
+fn cfg() -> PhantomConfig {
+    PhantomConfig {
+        seed: 3,
+        fov: Fov::HeadNeck,
+        cut_top: false,
+        scale: 0.4,
+    }
+}
+
+fn covered(labels: &Volume<u8>, value: u8, lo: [usize; 3], hi: [usize; 3]) -> f64 {
+    let [ni, nj, _] = labels.shape();
+    let (mut inside, mut all) = (0usize, 0usize);
+    for (idx, &v) in labels.as_slice().iter().enumerate() {
+        if v == value {
+            let p = [idx % ni, (idx / ni) % nj, idx / (ni * nj)];
+            all += 1;
+            if (0..3).all(|a| p[a] >= lo[a] && p[a] < hi[a]) {
+                inside += 1;
+            }
+        }
+    }
+    inside as f64 / all.max(1) as f64
+}
+
+#[test]
+fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
+    let map = LabelMap::default();
+    // Atlas from three other cases.
+    let atlas_cases: Vec<_> = (0..3)
+        .map(|i| gland_positions(&generate_case(&cfg(), i).labels))
+        .collect();
+    let values: Vec<u8> = map.foreground().map(|(v, _)| v).collect();
+    let atlas = GlandAtlas::build(&values, &atlas_cases);
+    assert_eq!(atlas.cases, 3);
+
+    let case = generate_case(&cfg(), 5);
+    let truth = case.labels.clone();
+    // A coarse plan only for the cascade's settings (margin, class table, tile).
+    let coarse: glandseg_plan::Plan = {
+        let mut p: glandseg_plan::Plan = serde_json::from_value(serde_json::json!({
+            "glandseg_version": "test",
+            "channels": ["CT", "PET"],
+            "labels": map,
+            "lateral_pairs": [],
+            "target_spacing": [3.0, 3.0, 3.0],
+            "median_shape_at_target": [32, 32, 32],
+            "patch_size": [32, 32, 32],
+            "batch_size": 2,
+            "stages": [],
+            "normalization": [],
+            "options": {"budget_gb": 1.0, "preset": "tiny"},
+            "estimated_memory_gb": 0.1
+        }))
+        .unwrap();
+        p.labels = map.clone();
+        p
+    };
+    let spec = plan_cascade(
+        &coarse,
+        [1.0; 3],
+        Some([16, 16, 16]),
+        glandseg_plan::Preset::Tiny,
+        "test".into(),
+    );
+    let tile = [16.0; 3];
+
+    // Stage 1 perfect: each box holds its whole gland.
+    let boxes = plan_boxes(&truth, &map, &spec, &atlas, tile);
+    assert_eq!(boxes.len(), 6);
+    let n = truth.shape();
+    for b in &boxes {
+        assert_eq!(b.source, "stage1", "{}", b.name);
+        assert!((0..3).all(|a| b.lo[a] < b.hi[a] && b.hi[a] <= n[a]), "{b:?}");
+        assert_eq!(covered(&truth, b.label, b.lo, b.hi), 1.0, "{}", b.name);
+        // At least one fine tile (16 mm) along every axis, where the grid allows.
+        for a in 0..3 {
+            let mm = (b.hi[a] - b.lo[a]) as f64 * truth.geometry().spacing[a];
+            assert!(mm >= 16.0 - 1e-9 || b.hi[a] - b.lo[a] == n[a], "{b:?}");
+        }
+    }
+
+    // Stage 1 missed the left lacrimal gland: the atlas places a box over it.
+    let lac_left = map.value("lacrimal_left").unwrap();
+    let lac_right = map.value("lacrimal_right").unwrap();
+    let missed = truth.map(|&v| if v == lac_left { 0 } else { v });
+    let boxes = plan_boxes(&missed, &map, &spec, &atlas, tile);
+    let b = boxes.iter().find(|b| b.label == lac_left).unwrap();
+    assert_eq!(b.source, "atlas");
+    let cover = covered(&truth, lac_left, b.lo, b.hi);
+    assert!(cover >= 0.9, "atlas box holds {cover:.2} of the missed gland: {b:?}");
+    // Laterality: the left gland's box centre lies on the patient's left (+x in LPS) of
+    // the right gland's reference centroid.
+    let g = truth.geometry();
+    let centre = |lo: [usize; 3], hi: [usize; 3]| {
+        g.index_to_world([0, 1, 2].map(|a| (lo[a] + hi[a]) as f64 / 2.0 - 0.5))
+    };
+    let right = voxel_boxes(&truth)[&lac_right];
+    assert!(centre(b.lo, b.hi)[0] > centre(right.0, right.1)[0]);
+
+    // Nothing found at all: no box can be placed, and none is invented.
+    let empty = truth.map(|_| 0u8);
+    let boxes = plan_boxes(&empty, &map, &spec, &atlas, tile);
+    assert!(boxes.iter().all(|b| b.source == "none"));
+}
