@@ -21,11 +21,13 @@ pub struct DemoArgs {
     /// Held-out cases, predicted and evaluated.
     #[arg(long, default_value_t = 3)]
     pub test_cases: usize,
-    /// Phantom resolution factor (0.5 = voxels twice as large per axis as a scanner's).
-    #[arg(long, default_value_t = 0.5)]
+    /// Phantom resolution factor (1.0 = a scanner's CT voxels; 0.5 = twice as large per
+    /// axis). The cascade's fine stage works at this resolution.
+    #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Training time budget in minutes (the number of iterations is fitted to it).
-    #[arg(long, default_value_t = 8.0)]
+    /// Training time budget in minutes, both stages together (the number of iterations
+    /// is fitted to it).
+    #[arg(long, default_value_t = 6.0)]
     pub train_minutes: f64,
     /// Target spacing of the network, mm (isotropic); coarser trains faster.
     #[arg(long, default_value_t = 3.0)]

@@ -8,7 +8,7 @@ use crate::localize::Region;
 use crate::{Predictor, PredictOptions, Result};
 use glandseg_core::{LabelMap, Progress, Volume};
 use glandseg_net::NetBackend;
-use glandseg_ops::components::keep_largest;
+use glandseg_ops::components::{label_components, Connectivity};
 use glandseg_plan::cascade::gland_positions;
 use glandseg_plan::{CascadePlan, GlandAtlas};
 use serde::Serialize;
@@ -132,11 +132,16 @@ impl<B: NetBackend> FineStage<B> {
                 &mut warnings,
                 progress,
             )?;
-            // The gland is the largest component of its class in the box (a box around
-            // one submandibular gland can graze its partner).
-            let mask = fine.map(|&c| c == class);
-            let mask = keep_largest(&mask);
+            // The gland is one component of its class in the box (a box can graze the
+            // partner gland): the one that overlaps stage 1's gland most, else the largest.
             let [bi, bj, _] = fine.shape();
+            let stage1: Vec<bool> = (0..fine.as_slice().len())
+                .map(|idx| {
+                    let (i, j, k) = (idx % bi, (idx / bi) % bj, idx / (bi * bj));
+                    *arg.get(lo[0] + i, lo[1] + j, lo[2] + k) == b.label
+                })
+                .collect();
+            let mask = choose_component(&fine.map(|&c| c == class), &stage1);
             if mask.as_slice().iter().any(|&m| m) {
                 for x in arg.as_slice_mut().iter_mut() {
                     if *x == b.label {
@@ -196,7 +201,10 @@ pub fn plan_boxes(
             continue;
         }
         let (core, source) = match boxes_found.get(&v) {
-            Some(b) => (Some(*b), "stage1"),
+            // A stage-1 gland larger than any seen in training (a weak or confused coarse
+            // network) is cut to 1.5 times the atlas's largest extent around its centroid,
+            // so one box cannot swallow the other side's gland.
+            Some(b) => (Some(limit_to_atlas(g, *b, v, &found, atlas)), "stage1"),
             None => match atlas.expected_box(v, &found) {
                 Some((c, h)) => (world_box(g, c, h), "atlas"),
                 None => (None, "none"),
@@ -228,6 +236,63 @@ pub fn plan_boxes(
         out.push(entry);
     }
     out
+}
+
+/// `found_box` of gland `v` intersected with 1.5 times the atlas's largest half-extent of
+/// that gland around its centroid (unchanged when the atlas does not know the gland).
+fn limit_to_atlas(
+    g: &glandseg_core::Geometry,
+    found_box: ([usize; 3], [usize; 3]),
+    v: u8,
+    found: &[(u8, [f64; 3])],
+    atlas: &GlandAtlas,
+) -> ([usize; 3], [usize; 3]) {
+    let Some(m) = atlas.labels.iter().position(|&x| x == v) else {
+        return found_box;
+    };
+    let half = atlas.half_extent_mm[m];
+    let Some(&(_, centre)) = found.iter().find(|(x, _)| *x == v) else {
+        return found_box;
+    };
+    if half.iter().any(|&h| h <= 0.0) {
+        return found_box;
+    }
+    let Some((lo, hi)) = world_box(g, centre, half.map(|h| 1.5 * h)) else {
+        return found_box;
+    };
+    let mut out = found_box;
+    for a in 0..3 {
+        out.0[a] = out.0[a].max(lo[a]);
+        out.1[a] = out.1[a].min(hi[a]);
+        if out.1[a] <= out.0[a] {
+            return (lo, hi);
+        }
+    }
+    out
+}
+
+/// The component of `mask` (26-connected) with the most voxels in `prior`; with no
+/// overlap at all, the largest.
+pub fn choose_component(mask: &Volume<bool>, prior: &[bool]) -> Volume<bool> {
+    let comps = label_components(mask, Connectivity::TwentySix);
+    let n = comps.count();
+    if n == 0 {
+        return mask.clone();
+    }
+    let mut overlap = vec![0usize; n + 1];
+    let mut size = vec![0usize; n + 1];
+    for (idx, &c) in comps.labels.as_slice().iter().enumerate() {
+        if c > 0 {
+            size[c as usize] += 1;
+            if prior[idx] {
+                overlap[c as usize] += 1;
+            }
+        }
+    }
+    let best = (1..=n)
+        .max_by_key(|&c| (overlap[c], size[c]))
+        .unwrap_or(1) as u32;
+    comps.labels.map(|&c| c == best)
 }
 
 /// Voxel box `[lo, hi)` of every label value present.
