@@ -49,7 +49,10 @@ pub fn run(a: PlanArgs) -> Result<()> {
     let plan = if a.cascade == "off" {
         plan
     } else {
-        anyhow::ensure!(a.coarse_spacing > 0.1, "--coarse-spacing must be above 0.1 mm");
+        anyhow::ensure!(
+            a.coarse_spacing > 0.1,
+            "--coarse-spacing must be above 0.1 mm"
+        );
         let fine = match a.fine_spacing {
             Some(s) => {
                 anyhow::ensure!(s > 0.1, "--fine-spacing must be above 0.1 mm");

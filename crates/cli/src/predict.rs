@@ -47,6 +47,10 @@ pub struct PredictArgs {
     /// Segment the whole scan instead of the head-and-neck region found first.
     #[arg(long)]
     pub no_localize: bool,
+    /// Run only the coarse stage of a cascade model (faster; the fine stage is what finds
+    /// the small lacrimal glands).
+    #[arg(long)]
+    pub single_stage: bool,
     /// Keep every component of a gland at least this large (mL) instead of the largest.
     #[arg(long)]
     pub min_component_ml: Option<f64>,
@@ -94,6 +98,7 @@ fn job_of(a: PredictArgs) -> Result<PredictJob> {
             },
             keep_probabilities: a.save_probabilities,
             precision: a.precision,
+            cascade: !a.single_stage,
             ..PredictOptions::default()
         },
         export: ExportOptions {

@@ -61,6 +61,20 @@ fn demo_then_predict_on_dicom() {
     ] {
         assert!(out.join("model").join(f).is_file(), "model/{f}");
     }
+    // Both stages of the cascade in the one model folder; plans.json describes both.
+    for f in [
+        "stage2/plans.json",
+        "stage2/model.json",
+        "stage2/atlas.json",
+        "stage2/fold_all/checkpoint_final.ckpt",
+    ] {
+        assert!(out.join("model").join(f).is_file(), "model/{f}");
+    }
+    let plan: glandseg_plan::Plan =
+        serde_json::from_slice(&std::fs::read(out.join("model/plans.json")).unwrap()).unwrap();
+    let spec = plan.cascade.clone().expect("the demo's plan has a cascade");
+    assert_eq!(spec.fine.labels.num_classes(), 4, "side-less fine classes");
+    assert!(spec.fine.target_spacing[0] < plan.target_spacing[0]);
     // Prediction on the CT's own grid, with its outputs.
     let pred = glandseg_nifti::read_labels(&out.join("predictions").join(format!("{case}.nii.gz")))
         .unwrap();
@@ -87,6 +101,72 @@ fn demo_then_predict_on_dicom() {
     )
     .unwrap();
     assert_eq!(report["laterality"].as_array().unwrap().len(), 3);
+    // predict ran the cascade without a flag: one box entry per gland, inside the image.
+    let boxes = report["cascade"]["boxes"]
+        .as_array()
+        .expect("cascade in prediction.json");
+    assert_eq!(boxes.len(), 6, "{}", report["cascade"]);
+    let shape = ct.shape();
+    for b in boxes {
+        if b["source"] != "none" {
+            for a in 0..3 {
+                let (lo, hi) = (b["lo"][a].as_u64().unwrap(), b["hi"][a].as_u64().unwrap());
+                assert!(lo < hi && hi as usize <= shape[a], "{b}");
+            }
+        }
+    }
+
+    // The fine stage on its own, given the reference labels as stage 1's answer: it runs
+    // in a box per gland, changes nothing outside the boxes, and every gland it writes
+    // stays on its side (each box's gland label comes from stage 1, not the fine net).
+    {
+        use glandseg_predict::cascade::FineStage;
+        let reference =
+            glandseg_nifti::read_labels(&ds.join("labelsTs").join(format!("{case}.nii.gz")))
+                .unwrap();
+        let pet =
+            glandseg_nifti::read_volume(&ds.join("imagesTs").join(format!("{case}_0001.nii.gz")))
+                .unwrap();
+        let fine = FineStage::<glandseg_net::Cpu>::load(
+            &out.join("model").join(&spec.folder),
+            &spec,
+            vec!["all".into()],
+            Default::default(),
+        )
+        .unwrap()
+        .expect("a trained fine stage");
+        let mut arg = reference.clone();
+        let images = [ct.clone(), pet];
+        let rep = fine
+            .refine(
+                &images,
+                ([0; 3], shape),
+                &mut arg,
+                &glandseg_core::LabelMap::default(),
+                &glandseg_predict::PredictOptions::default(),
+                &glandseg_core::NoProgress,
+            )
+            .unwrap();
+        assert_eq!(rep.boxes.len(), 6);
+        assert!(rep.boxes.iter().all(|b| b.source == "stage1"), "{rep:?}");
+        let [ni, nj, _] = shape;
+        for (idx, (&x, &r)) in arg.as_slice().iter().zip(reference.as_slice()).enumerate() {
+            if x == r {
+                continue;
+            }
+            let p = [idx % ni, (idx / ni) % nj, idx / (ni * nj)];
+            let inside = |v: u8| {
+                rep.boxes
+                    .iter()
+                    .filter(|b| b.label == v)
+                    .any(|b| (0..3).all(|a| p[a] >= b.lo[a] && p[a] < b.hi[a]))
+            };
+            assert!(
+                inside(x) || inside(r),
+                "voxel {p:?} changed outside every box"
+            );
+        }
+    }
     // Metrics computed for every gland.
     let csv = std::fs::read_to_string(out.join("evaluation/metrics.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();

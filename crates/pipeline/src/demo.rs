@@ -218,9 +218,7 @@ pub fn run_demo<B: NetAutodiffBackend>(
                 &Default::default(),
                 3,
             )?;
-            let n = ((stage1_minutes * 60.0) / (secs * 1.15))
-                .floor()
-                .max(10.0) as usize;
+            let n = ((stage1_minutes * 60.0) / (secs * 1.15)).floor().max(10.0) as usize;
             progress.note(&format!(
                 "   {secs:.2} s per iteration: {n} iterations fit {stage1_minutes:.1} min"
             ));

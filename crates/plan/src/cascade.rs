@@ -150,8 +150,7 @@ pub fn with_cascade(
     reason: String,
 ) -> Plan {
     let patch = [0, 1, 2].map(|a| {
-        let at_coarse = (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a]
-            / coarse[a])
+        let at_coarse = (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a] / coarse[a])
             .round() as usize;
         at_coarse.clamp(16, plan.patch_size[a].max(16))
     });
@@ -225,12 +224,17 @@ pub struct GlandAtlas {
     pub cases: usize,
 }
 
+/// One gland in one label map: label value, centroid (LPS mm), LPS-axis half-extent (mm).
+pub type GlandPosition = (u8, [f64; 3], [f64; 3]);
+
+/// Running sums of one gland: coordinate sums, voxel count, LPS minimum and maximum.
+type Extent = ([f64; 3], usize, [f64; 3], [f64; 3]);
+
 /// One label map's glands: centroid (LPS mm) and LPS-axis half-extent (mm) per label value.
-pub fn gland_positions(labels: &Volume<u8>) -> Vec<(u8, [f64; 3], [f64; 3])> {
+pub fn gland_positions(labels: &Volume<u8>) -> Vec<GlandPosition> {
     let g = labels.geometry();
     let [ni, nj, nk] = g.shape;
-    let mut acc: std::collections::BTreeMap<u8, ([f64; 3], usize, [f64; 3], [f64; 3])> =
-        Default::default();
+    let mut acc: std::collections::BTreeMap<u8, Extent> = Default::default();
     let data = labels.as_slice();
     for k in 0..nk {
         for j in 0..nj {
@@ -240,7 +244,9 @@ pub fn gland_positions(labels: &Volume<u8>) -> Vec<(u8, [f64; 3], [f64; 3])> {
                     continue;
                 }
                 let w = g.index_to_world([i as f64, j as f64, k as f64]);
-                let e = acc.entry(v).or_insert(([0.0; 3], 0, [f64::MAX; 3], [f64::MIN; 3]));
+                let e = acc
+                    .entry(v)
+                    .or_insert(([0.0; 3], 0, [f64::MAX; 3], [f64::MIN; 3]));
                 for a in 0..3 {
                     e.0[a] += w[a];
                     e.2[a] = e.2[a].min(w[a]);
@@ -253,7 +259,9 @@ pub fn gland_positions(labels: &Volume<u8>) -> Vec<(u8, [f64; 3], [f64; 3])> {
     acc.into_iter()
         .map(|(v, (s, n, lo, hi))| {
             let c = s.map(|x| x / n as f64);
-            let half = [0, 1, 2].map(|a| (hi[a] - lo[a]) / 2.0 + g.spacing.iter().cloned().fold(0.0, f64::max) / 2.0);
+            let half = [0, 1, 2].map(|a| {
+                (hi[a] - lo[a]) / 2.0 + g.spacing.iter().cloned().fold(0.0, f64::max) / 2.0
+            });
             (v, c, half)
         })
         .collect()
@@ -261,7 +269,7 @@ pub fn gland_positions(labels: &Volume<u8>) -> Vec<(u8, [f64; 3], [f64; 3])> {
 
 impl GlandAtlas {
     /// The atlas of a set of cases, each given as [`gland_positions`].
-    pub fn build(label_values: &[u8], cases: &[Vec<(u8, [f64; 3], [f64; 3])>]) -> GlandAtlas {
+    pub fn build(label_values: &[u8], cases: &[Vec<GlandPosition>]) -> GlandAtlas {
         let n = label_values.len();
         let idx = |v: u8| label_values.iter().position(|&x| x == v);
         let mut sums = vec![vec![([0.0; 3], 0.0, 0usize); n]; n];
@@ -379,7 +387,10 @@ mod tests {
         let (c, h) = atlas
             .expected_box(5, &[(1, [60.0, 10.0, 0.0]), (2, [-40.0, 10.0, 0.0])])
             .unwrap();
-        assert!((c[0] - 50.0).abs() < 1e-9 && (c[1] + 50.0).abs() < 1e-9, "{c:?}");
+        assert!(
+            (c[0] - 50.0).abs() < 1e-9 && (c[1] + 50.0).abs() < 1e-9,
+            "{c:?}"
+        );
         assert!((c[2] - 60.0).abs() < 1e-9);
         assert!(h[0] >= 6.0);
         assert!(atlas.expected_box(5, &[]).is_none());

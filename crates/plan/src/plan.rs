@@ -451,6 +451,9 @@ mod tests {
                 preset: Preset::Tiny,
             },
             estimated_memory_gb: 0.5,
+            cascade: None,
+            label_source: None,
+            crop_to_labels_mm: None,
         }
     }
 

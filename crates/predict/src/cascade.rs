@@ -5,7 +5,7 @@
 //! [`glandseg_plan::cascade`].
 
 use crate::localize::Region;
-use crate::{Predictor, PredictOptions, Result};
+use crate::{PredictOptions, Predictor, Result};
 use glandseg_core::{LabelMap, Progress, Volume};
 use glandseg_net::NetBackend;
 use glandseg_ops::components::{label_components, Connectivity};
@@ -95,7 +95,8 @@ impl<B: NetBackend> FineStage<B> {
     ) -> Result<CascadeReport> {
         let started = std::time::Instant::now();
         let fine_plan = &self.predictor.folder.plan;
-        let tile_mm = [0, 1, 2].map(|a| fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a]);
+        let tile_mm =
+            [0, 1, 2].map(|a| fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a]);
         let planned = plan_boxes(arg, labels, &self.spec, &self.atlas, tile_mm);
         let mut report = Vec::new();
         let mut placed = 0;
@@ -125,13 +126,10 @@ impl<B: NetBackend> FineStage<B> {
                 [0, 1, 2].map(|a| hi[a] + region.0[a]),
             );
             let mut warnings = Vec::new();
-            let (fine, _, _, _) = self.predictor.region_argmax(
-                images,
-                ct_box,
-                &fine_opts,
-                &mut warnings,
-                progress,
-            )?;
+            let fine = self
+                .predictor
+                .region_argmax(images, ct_box, &fine_opts, &mut warnings, progress)?
+                .labels;
             // The gland is one component of its class in the box (a box can graze the
             // partner gland): the one that overlaps stage 1's gland most, else the largest.
             let [bi, bj, _] = fine.shape();
@@ -289,14 +287,14 @@ pub fn choose_component(mask: &Volume<bool>, prior: &[bool]) -> Volume<bool> {
             }
         }
     }
-    let best = (1..=n)
-        .max_by_key(|&c| (overlap[c], size[c]))
-        .unwrap_or(1) as u32;
+    let best = (1..=n).max_by_key(|&c| (overlap[c], size[c])).unwrap_or(1) as u32;
     comps.labels.map(|&c| c == best)
 }
 
 /// Voxel box `[lo, hi)` of every label value present.
-pub fn voxel_boxes(labels: &Volume<u8>) -> std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> {
+pub fn voxel_boxes(
+    labels: &Volume<u8>,
+) -> std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> {
     let n = labels.shape();
     let mut out: std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> = Default::default();
     for (idx, &v) in labels.as_slice().iter().enumerate() {

@@ -74,6 +74,8 @@ pub struct PredictOptions {
     pub keep_probabilities: bool,
     /// Arithmetic of the network's convolutions (bf16 on CPUs with AMX).
     pub precision: Precision,
+    /// Run the cascade's fine stage where the model has one (false: stage 1 alone).
+    pub cascade: bool,
 }
 
 impl Default for PredictOptions {
@@ -88,6 +90,7 @@ impl Default for PredictOptions {
             components: ComponentRule::LargestOnly,
             keep_probabilities: false,
             precision: Precision::F32,
+            cascade: true,
         }
     }
 }
@@ -144,6 +147,18 @@ pub struct Predictor<B: NetBackend> {
     notes: Vec<String>,
 }
 
+/// What the network gives over one box of the CT grid ([`Predictor::region_argmax`]).
+pub struct RegionLabels {
+    /// The argmax on the box of the CT grid.
+    pub labels: Volume<u8>,
+    /// Per-class probabilities there (empty unless asked for).
+    pub probabilities: Vec<Volume<f32>>,
+    /// Shape of the network's grid over the box.
+    pub tiles_shape: [usize; 3],
+    /// The arithmetic that ran.
+    pub precision: Precision,
+}
+
 /// The folds of the fine stage to load: the coarse stage's folds where the fine stage
 /// has them all, else every fold it has.
 fn folds_for_fine(fine_dir: &std::path::Path, coarse: &[String]) -> Vec<String> {
@@ -180,7 +195,12 @@ impl<B: NetBackend> Predictor<B> {
         let fine = match &folder.plan.cascade {
             Some(spec) => {
                 let fine_dir = dir.join(&spec.folder);
-                match cascade::FineStage::load(&fine_dir, spec, folds_for_fine(&fine_dir, &folds), device.clone())? {
+                match cascade::FineStage::load(
+                    &fine_dir,
+                    spec,
+                    folds_for_fine(&fine_dir, &folds),
+                    device.clone(),
+                )? {
                     Some(f) => Some(Box::new(f)),
                     None => {
                         notes.push(format!(
@@ -249,13 +269,19 @@ impl<B: NetBackend> Predictor<B> {
             }
             body
         };
-        let (mut arg, kept, tiles_shape, precision) =
-            self.region_argmax(images, region, opts, &mut warnings, progress)?;
+        let RegionLabels {
+            labels: mut arg,
+            probabilities: kept,
+            tiles_shape,
+            precision,
+        } = self.region_argmax(images, region, opts, &mut warnings, progress)?;
         // Components and laterality on the region (everything outside it is background),
         // not on a whole-body grid.
         postprocess::filter_components(&mut arg, &plan.labels, &opts.components);
-        let cascade = match &self.fine {
-            Some(fine) => Some(fine.refine(images, region, &mut arg, &plan.labels, opts, progress)?),
+        let cascade = match self.fine.as_ref().filter(|_| opts.cascade) {
+            Some(fine) => {
+                Some(fine.refine(images, region, &mut arg, &plan.labels, opts, progress)?)
+            }
             None => None,
         };
         let laterality = postprocess::check_laterality(&arg, &plan.labels);
@@ -301,7 +327,7 @@ impl<B: NetBackend> Predictor<B> {
         opts: &PredictOptions,
         warnings: &mut Vec<String>,
         progress: &dyn Progress,
-    ) -> Result<(Volume<u8>, Vec<Volume<f32>>, [usize; 3], Precision)> {
+    ) -> Result<RegionLabels> {
         let plan = &self.folder.plan;
         let ct_grid = images[0].geometry().clone();
         let (target, data) = preprocess_images(images, plan, region)?;
@@ -373,7 +399,12 @@ impl<B: NetBackend> Predictor<B> {
                 kept.push(on_ct);
             }
         }
-        Ok((arg, kept, target.shape, precision))
+        Ok(RegionLabels {
+            labels: arg,
+            probabilities: kept,
+            tiles_shape: target.shape,
+            precision,
+        })
     }
 }
 

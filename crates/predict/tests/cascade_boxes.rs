@@ -80,7 +80,10 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     let n = truth.shape();
     for b in &boxes {
         assert_eq!(b.source, "stage1", "{}", b.name);
-        assert!((0..3).all(|a| b.lo[a] < b.hi[a] && b.hi[a] <= n[a]), "{b:?}");
+        assert!(
+            (0..3).all(|a| b.lo[a] < b.hi[a] && b.hi[a] <= n[a]),
+            "{b:?}"
+        );
         assert_eq!(covered(&truth, b.label, b.lo, b.hi), 1.0, "{}", b.name);
         // At least one fine tile (16 mm) along every axis, where the grid allows.
         for a in 0..3 {
@@ -97,7 +100,10 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     let b = boxes.iter().find(|b| b.label == lac_left).unwrap();
     assert_eq!(b.source, "atlas");
     let cover = covered(&truth, lac_left, b.lo, b.hi);
-    assert!(cover >= 0.9, "atlas box holds {cover:.2} of the missed gland: {b:?}");
+    assert!(
+        cover >= 0.9,
+        "atlas box holds {cover:.2} of the missed gland: {b:?}"
+    );
     // Laterality: the left gland's box centre lies on the patient's left (+x in LPS) of
     // the right gland's reference centroid.
     let g = truth.geometry();
