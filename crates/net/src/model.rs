@@ -166,17 +166,19 @@ impl<B: Backend> UNet<B> {
             let Some(bias) = head.bias.take() else {
                 continue;
             };
-            let t = bias.val();
+            // Same parameter id (the optimiser's state and checkpoints are keyed by it).
+            let (id, t, mapper) = bias.consume();
             let c = t.dims()[0];
             let fg = ((1.0 - p) / (c.max(2) - 1) as f64).ln();
             let values: Vec<f32> = (0..c)
                 .map(|k| if k == 0 { p.ln() as f32 } else { fg as f32 })
                 .collect();
-            let device = t.device();
-            head.bias = Some(burn::module::Param::from_tensor(Tensor::from_data(
-                burn::tensor::TensorData::new(values, [c]),
-                &device,
-            )));
+            let value = Tensor::from_data(burn::tensor::TensorData::new(values, [c]), &t.device());
+            head.bias = Some(burn::module::Param::from_mapped_value(
+                id,
+                value.require_grad(),
+                mapper,
+            ));
         }
         self
     }

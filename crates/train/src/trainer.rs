@@ -149,6 +149,7 @@ pub struct EpochLog {
     /// Mean validation loss.
     pub val_loss: f64,
     /// Pseudo-Dice per foreground class (label order), NaN when the class never appeared.
+    #[serde(with = "nan_as_null")]
     pub dice: Vec<f64>,
     /// Mean pseudo-Dice over the classes.
     pub mean_dice: f64,
@@ -166,6 +167,7 @@ pub struct TrainState {
     /// Epochs finished.
     pub epochs_done: usize,
     /// Best EMA pseudo-Dice so far.
+    #[serde(deserialize_with = "null_as_neg_infinity")]
     pub best_ema: f64,
     /// One row per epoch.
     pub log: Vec<EpochLog>,
@@ -807,4 +809,27 @@ pub fn seconds_per_iteration<B: NetAutodiffBackend>(
         }
     }
     Ok(elapsed / steps.max(1) as f64)
+}
+
+/// JSON has no NaN: serde_json writes it (a gland absent from every validation patch and
+/// never predicted) as `null`, which must read back as NaN, or a resumed run cannot load
+/// its own checkpoint.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|x| x.is_finite().then_some(*x)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let v: Vec<Option<f64>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
+    }
+}
+
+/// The best EMA starts at minus infinity, which JSON writes as `null`.
+fn null_as_neg_infinity<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
 }
