@@ -105,24 +105,55 @@ pub fn train_fold<B: NetAutodiffBackend>(
     let plan = load_or_make_plan(&ds, job.plan.as_deref(), progress)?;
     // The overrides become the model's plan, so prediction tiles the same way.
     let plan = plan.with_overrides(&job.overrides);
-    let mut config = job.config.clone();
-    config.patch_size = job.overrides.patch;
-    config.batch_size = job.overrides.batch;
     let model_dir = job
         .model_dir
         .clone()
         .unwrap_or_else(|| job.dataset.join("model"));
     let folder = ModelFolder::create(&model_dir, &plan, &job.command)?;
+    let summary = run_fold::<B>(
+        job,
+        &ds,
+        &plan,
+        &folder,
+        &model_dir,
+        "preprocessed",
+        None,
+        device,
+        progress,
+    )?;
+    Ok(TrainOutcome { model_dir, summary })
+}
+
+/// Cache, split and training loop of one fold of `plan` into `folder` (the cache in
+/// `job.cache` or `DATASET/<cache_name>`; `oversample` overrides the foreground share).
+#[allow(clippy::too_many_arguments)]
+fn run_fold<B: NetAutodiffBackend>(
+    job: &TrainJob,
+    ds: &Dataset,
+    plan: &Plan,
+    folder: &ModelFolder,
+    model_dir: &Path,
+    cache_name: &str,
+    oversample: Option<f64>,
+    device: &B::Device,
+    progress: &dyn Progress,
+) -> Result<TrainSummary> {
     let cache_dir = job
         .cache
         .clone()
-        .unwrap_or_else(|| job.dataset.join("preprocessed"));
-    let cache = Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
+        .unwrap_or_else(|| job.dataset.join(cache_name));
+    let cache = Cache::build(ds, plan, &cache_dir, progress).map_err(|e| {
         TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
     })?;
-    let (train_cases, val_cases) = fold_cases(&ds, &job.fold, &model_dir)?;
+    let (train_cases, val_cases) = fold_cases(ds, &job.fold, model_dir)?;
+    let mut config = job.config.clone();
+    config.patch_size = job.overrides.patch;
+    config.batch_size = job.overrides.batch;
+    if let Some(o) = oversample {
+        config.oversample_foreground = o;
+    }
     let trainer = Trainer {
-        plan: &plan,
+        plan,
         cache: &cache,
         fold_dir: folder.fold_dir(&job.fold),
         fold: job.fold.clone(),
@@ -132,8 +163,7 @@ pub fn train_fold<B: NetAutodiffBackend>(
         progress,
         stop_after_epochs: None,
     };
-    let summary = trainer.run::<B>(device, job.resume)?;
-    Ok(TrainOutcome { model_dir, summary })
+    trainer.run::<B>(device, job.resume)
 }
 
 /// The training and validation cases of `fold` ("all": every case, no validation).
@@ -180,9 +210,12 @@ pub fn train_fine_stage<B: NetAutodiffBackend>(
     let atlas_path = dir.join(crate::ATLAS_FILE);
     if !atlas_path.is_file() {
         progress.note("gland atlas from the training labels");
+        // The fold's training cases only: its validation cases stay unseen.
+        let (train_ids, _) = fold_cases(&ds, &job.fold, &model_dir)?;
         let cases = ds
             .cases
             .iter()
+            .filter(|c| train_ids.contains(&c.id))
             .map(|c| {
                 glandseg_nifti::read_labels(&c.label)
                     .map(|l| glandseg_plan::cascade::gland_positions(&l))
@@ -192,30 +225,18 @@ pub fn train_fine_stage<B: NetAutodiffBackend>(
         let atlas = glandseg_plan::GlandAtlas::build(&values, &cases);
         glandseg_core::atomic::write_json(&atlas_path, &atlas)?;
     }
-    let cache_dir = job
-        .cache
-        .clone()
-        .unwrap_or_else(|| job.dataset.join("preprocessed_stage2"));
-    let cache = Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
-        TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
-    })?;
-    let (train_cases, val_cases) = fold_cases(&ds, &job.fold, &model_dir)?;
-    let mut config = job.config.clone();
-    config.patch_size = job.overrides.patch;
-    config.batch_size = job.overrides.batch;
-    config.oversample_foreground = 1.0;
-    let trainer = Trainer {
-        plan: &plan,
-        cache: &cache,
-        fold_dir: folder.fold_dir(&job.fold),
-        fold: job.fold.clone(),
-        train_cases,
-        val_cases,
-        config,
+    // All patches on a gland: prediction only shows the fine network boxes around glands.
+    let summary = run_fold::<B>(
+        job,
+        &ds,
+        &plan,
+        &folder,
+        &model_dir,
+        "preprocessed_stage2",
+        Some(1.0),
+        device,
         progress,
-        stop_after_epochs: None,
-    };
-    let summary = trainer.run::<B>(device, job.resume)?;
+    )?;
     Ok(TrainOutcome {
         model_dir: dir,
         summary,
