@@ -178,7 +178,10 @@ fn demo_then_predict_on_dicom() {
     assert!(out.join("evaluation/boxplot_dice.png").is_file());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        md.contains("| parotid_left |") && md.contains("progress.png"),
+        md.contains("| parotid_left |")
+            && md.contains("progress.png")
+            && md.contains("## Cascade boxes")
+            && md.contains("| GLAND_002 | lacrimal_left |"),
         "{md}"
     );
 

@@ -418,6 +418,37 @@ fn write_report(
         "## Training\n\n![training curve]({})\n",
         rel(&model_dir.join("fold_all").join("progress.png"))
     );
+    let stage2 = model_dir.join("stage2");
+    if stage2.join("fold_all").join("progress.png").is_file() {
+        let _ = writeln!(
+            md,
+            "Stage 2 of the cascade (the fine network in a box around each gland):\n\n![stage 2 training curve]({})\n",
+            rel(&stage2.join("fold_all").join("progress.png"))
+        );
+        let _ = writeln!(
+            md,
+            "## Cascade boxes per held-out case\n\nWhere each gland's stage-2 box came from (`stage1`: the coarse network found the gland; `atlas`: placed from the other glands; `none`: no box) and its voxels on the CT grid before -> after stage 2.\n\n| case | gland | box from | voxels |\n|---|---|---|---|"
+        );
+        for id in held {
+            let Ok(bytes) = std::fs::read(pred_dir.join(id).join("prediction.json")) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            for b in v["cascade"]["boxes"].as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| {id} | {} | {} | {} -> {} |",
+                    b["name"].as_str().unwrap_or("?"),
+                    b["source"].as_str().unwrap_or("?"),
+                    b["voxels_stage1"],
+                    b["voxels_stage2"]
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(
         md,
         "## Review images (predicted outlines over CT and PET)\n"
