@@ -224,6 +224,26 @@ pub struct GlandAtlas {
     pub cases: usize,
 }
 
+/// Voxel box `[lo, hi)` of every label value present.
+pub fn voxel_boxes(
+    labels: &Volume<u8>,
+) -> std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> {
+    let n = labels.shape();
+    let mut out: std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> = Default::default();
+    for (idx, &v) in labels.as_slice().iter().enumerate() {
+        if v == 0 {
+            continue;
+        }
+        let p = [idx % n[0], (idx / n[0]) % n[1], idx / (n[0] * n[1])];
+        let e = out.entry(v).or_insert((p, [p[0] + 1, p[1] + 1, p[2] + 1]));
+        for a in 0..3 {
+            e.0[a] = e.0[a].min(p[a]);
+            e.1[a] = e.1[a].max(p[a] + 1);
+        }
+    }
+    out
+}
+
 /// One gland in one label map: label value, centroid (LPS mm), LPS-axis half-extent (mm).
 pub type GlandPosition = (u8, [f64; 3], [f64; 3]);
 

@@ -10,6 +10,7 @@ use glandseg_core::{LabelMap, Progress, Volume};
 use glandseg_net::NetBackend;
 use glandseg_ops::components::{label_components, Connectivity};
 use glandseg_plan::cascade::gland_positions;
+pub use glandseg_plan::cascade::voxel_boxes;
 use glandseg_plan::{CascadePlan, GlandAtlas};
 use serde::Serialize;
 use std::path::Path;
@@ -289,26 +290,6 @@ pub fn choose_component(mask: &Volume<bool>, prior: &[bool]) -> Volume<bool> {
     }
     let best = (1..=n).max_by_key(|&c| (overlap[c], size[c])).unwrap_or(1) as u32;
     comps.labels.map(|&c| c == best)
-}
-
-/// Voxel box `[lo, hi)` of every label value present.
-pub fn voxel_boxes(
-    labels: &Volume<u8>,
-) -> std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> {
-    let n = labels.shape();
-    let mut out: std::collections::BTreeMap<u8, ([usize; 3], [usize; 3])> = Default::default();
-    for (idx, &v) in labels.as_slice().iter().enumerate() {
-        if v == 0 {
-            continue;
-        }
-        let p = [idx % n[0], (idx / n[0]) % n[1], idx / (n[0] * n[1])];
-        let e = out.entry(v).or_insert((p, [p[0] + 1, p[1] + 1, p[2] + 1]));
-        for a in 0..3 {
-            e.0[a] = e.0[a].min(p[a]);
-            e.1[a] = e.1[a].max(p[a] + 1);
-        }
-    }
-    out
 }
 
 /// The voxel box of `grid` holding the LPS box `centre +- half` (mm), or None when it lies

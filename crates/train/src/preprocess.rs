@@ -62,19 +62,13 @@ pub fn preprocess_labels(labels: &Volume<u8>, target: &Geometry) -> Volume<u8> {
 pub fn labels_box(labels: &Volume<u8>, margin_mm: f64) -> Option<([usize; 3], [usize; 3])> {
     let g = labels.geometry();
     let n = g.shape;
-    let mut lo = [usize::MAX; 3];
-    let mut hi = [0usize; 3];
-    for (idx, &v) in labels.as_slice().iter().enumerate() {
-        if v != 0 {
-            let p = [idx % n[0], (idx / n[0]) % n[1], idx / (n[0] * n[1])];
-            for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a] + 1);
-            }
+    let boxes = glandseg_plan::cascade::voxel_boxes(labels);
+    let (mut lo, mut hi) = *boxes.values().next()?;
+    for (l, h) in boxes.values() {
+        for a in 0..3 {
+            lo[a] = lo[a].min(l[a]);
+            hi[a] = hi[a].max(h[a]);
         }
-    }
-    if lo[0] == usize::MAX {
-        return None;
     }
     for a in 0..3 {
         let m = (margin_mm / g.spacing[a]).ceil() as usize;
