@@ -60,6 +60,23 @@ pub struct DemoArgs {
     /// Share of --train-minutes that goes to the cascade's fine stage.
     #[arg(long, default_value_t = 0.5)]
     pub fine_share: f64,
+    /// Phantom style of the training cohort: classic, lobular, or mixed (each case draws
+    /// one; the default, a domain-randomised cohort).
+    #[arg(long, default_value = "mixed")]
+    pub style: glandseg_phantom::Style,
+    /// Phantom style of the held-out cases (default: as --style). Train on one style and
+    /// test on the other to measure how the model holds on anatomy it never saw.
+    #[arg(long)]
+    pub test_style: Option<glandseg_phantom::Style>,
+    /// Input channels the network sees, comma-separated (ct, pet; default both).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Left-right mirroring in training: swap (with the label swap), plain or none.
+    #[arg(long, default_value = "swap", value_enum)]
+    pub mirror: glandseg_train::augment::MirrorMode,
+    /// No test-time mirroring at prediction.
+    #[arg(long)]
+    pub no_tta: bool,
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
@@ -82,6 +99,11 @@ pub fn run(a: DemoArgs) -> Result<()> {
         iterations: a.iterations,
         cascade: !a.single_stage,
         fine_share: a.fine_share,
+        style: a.style,
+        test_style: a.test_style,
+        channels: a.channels,
+        mirror: a.mirror,
+        tta: !a.no_tta,
     };
     let bars = Bars::new(a.quiet);
     let outcome =

@@ -36,6 +36,11 @@ pub struct PhantomArgs {
     /// Resolution factor: 1.0 = scanner-like; 0.5 = voxels twice as large per axis.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
+    /// How the cases are built: classic (warped ellipsoid glands, white PET noise),
+    /// lobular (lobulated glands, another head, correlated PET noise, PSF tails), or
+    /// mixed (each case draws one).
+    #[arg(long, default_value = "mixed")]
+    style: glandseg_phantom::Style,
 }
 
 pub fn run(a: PhantomArgs) -> Result<()> {
@@ -50,6 +55,8 @@ pub fn run(a: PhantomArgs) -> Result<()> {
         fov: a.fov,
         cut_top: a.cut_top,
         scale: a.scale,
+        style: a.style,
+        style_from: None,
     };
     let start = Instant::now();
     let bars = crate::progress::Bars::new(false);

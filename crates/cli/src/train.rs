@@ -56,6 +56,15 @@ pub struct TrainArgs {
     /// Also mirror the anterior-posterior and superior-inferior axes.
     #[arg(long)]
     pub mirror_all_axes: bool,
+    /// Left-right mirroring: swap (mirror and swap each left label with its right
+    /// partner), plain (mirror only: nnU-Net's default, which breaks laterality; for
+    /// ablations) or none.
+    #[arg(long, default_value = "swap", value_enum)]
+    pub mirror: glandseg_train::augment::MirrorMode,
+    /// Input channels the network sees, comma-separated (e.g. `ct`, `pet`, `ct,pet`);
+    /// the others are withheld (set to 0). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
     /// Which stage of a cascade to train: 1 (the coarse network, or the only one) or 2
     /// (the fine network in boxes around the glands; needs stage 1's model folder).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
@@ -78,6 +87,7 @@ fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
         AugmentConfig::default()
     };
     augment.mirror_other_axes = a.mirror_all_axes;
+    a.mirror.apply(&mut augment);
     let config = TrainConfig {
         val_patches: a.val_patches,
         seed: a.seed,
@@ -94,6 +104,7 @@ fn job_of(a: TrainArgs, command: String) -> Result<TrainJob> {
             spacing: None,
             patch: a.patch.map(|p| [p[0], p[1], p[2]]),
             batch: a.batch_size,
+            channels: a.channels,
         },
         config,
         resume: a.resume,

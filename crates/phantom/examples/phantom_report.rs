@@ -21,6 +21,11 @@ fn main() {
         fov,
         cut_top: std::env::var_os("CUT_TOP").is_some(),
         scale,
+        style: std::env::var("STYLE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        style_from: None,
     };
     if let Some(out) = args.get(5) {
         let t = Instant::now();

@@ -6,7 +6,8 @@
 //! Tissue values are typical adult figures: CT in HU, PSMA PET activity as SUV (salivary
 //! and lacrimal glands, tubarial glands and tonsils avid; brain very low).
 
-use crate::shapes::{norm, Shape, Warp};
+use crate::shapes::{mat_vec, norm, rotation, Shape, Warp};
+use crate::Style;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -24,6 +25,9 @@ pub struct Layer {
     pub label: u8,
     /// Relative amplitude of smooth uptake heterogeneity (0 = uniform).
     pub texture: f32,
+    /// Placed in scanner (world) coordinates, not moved by the head pose: the table and
+    /// head rest, the arms.
+    pub world: bool,
 }
 
 /// Gland targets and per-case tissue properties, recorded in the case's metadata.
@@ -40,9 +44,18 @@ pub struct GlandTruth {
 pub struct Anatomy {
     pub layers: Vec<Layer>,
     pub glands: Vec<GlandTruth>,
+    /// The body's outline (frame): where the table must not cut.
+    pub body: Shape,
     /// Highest z (frame) of the head, the vertex: the field of view's top when it is not cut.
     pub vertex_z: f64,
     pub parotid_fat_fraction: f64,
+    /// Gland uptake relative to a typical first-cycle PSMA scan (1.0); low after earlier
+    /// therapy cycles or with little PSMA expression.
+    pub uptake_factor: f64,
+    /// Gland volume factor of an older patient's atrophied glands (1.0 = none).
+    pub atrophy: f64,
+    /// Dental metal (fillings, crowns) in the frame: centre and radius, mm.
+    pub metal: Vec<([f64; 3], f64)>,
 }
 
 fn u(rng: &mut ChaCha8Rng, lo: f64, hi: f64) -> f64 {
@@ -68,6 +81,32 @@ fn random_warp(rng: &mut ChaCha8Rng, amp: f64, wavelength: f64) -> Warp {
         })
         .collect();
     Warp { terms }
+}
+
+/// A gland built of lobules, as the lobular style builds them: `n` spheres scattered in
+/// the ellipsoid envelope (centre `c`, radii `r`, rotation `deg`), each a fraction
+/// `rel` of the envelope's smallest radius. Real salivary glands are lobulated; a union
+/// of spheres gives a bumpy outline that no smooth warp of one ellipsoid produces.
+fn lobules(rng: &mut ChaCha8Rng, c: [f64; 3], r: [f64; 3], deg: [f64; 3], n: usize) -> Shape {
+    let rot = rotation(deg);
+    let rmin = r[0].min(r[1]).min(r[2]);
+    let mut parts = Vec::with_capacity(n);
+    while parts.len() < n {
+        let p = [u(rng, -1.0, 1.0), u(rng, -1.0, 1.0), u(rng, -1.0, 1.0)];
+        if norm(p) > 1.0 {
+            continue;
+        }
+        let q = mat_vec(
+            &rot,
+            [p[0] * r[0] * 0.7, p[1] * r[1] * 0.7, p[2] * r[2] * 0.7],
+        );
+        let rr = rmin * u(rng, 0.45, 0.75);
+        parts.push(Shape::ellipsoid(
+            [c[0] + q[0], c[1] + q[1], c[2] + q[2]],
+            [rr, rr, rr],
+        ));
+    }
+    Shape::Union(parts)
 }
 
 /// Scales the gland's radii so that its volume outside `carve` hits `target_ml`.
@@ -96,8 +135,17 @@ fn calibrate(shape: Shape, carve: &[Shape], target_ml: f64) -> (Shape, f64) {
     (s, vol)
 }
 
-pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
+pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool, style: Style) -> Anatomy {
     let sc = |v: [f64; 3]| [v[0] * size, v[1] * size, v[2] * size];
+    let lobular = style == Style::Lobular;
+    // Head shape beyond its overall size: width, depth and height vary by a few per cent
+    // each (brachy- to dolichocephalic heads), more in the lobular style.
+    let jit = if lobular { 0.09 } else { 0.05 };
+    let hs = [
+        1.0 + u(rng, -jit, jit),
+        1.0 + u(rng, -jit, jit),
+        1.0 + u(rng, -jit, jit),
+    ];
     let mut layers: Vec<Layer> = Vec::new();
     let mut push = |name, shape, hu: f64, suv: f64, label, texture| {
         layers.push(Layer {
@@ -107,15 +155,32 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
             suv: suv as f32,
             label,
             texture,
+            world: false,
         })
     };
 
     // --- body outline: head, face, neck (and shoulders/chest) ---
-    let head = Shape::ellipsoid(sc([0.0, 5.0, 40.0]), sc([72.0, 92.0, 84.0]));
-    let face = Shape::ellipsoid(sc([0.0, -30.0, -22.0]), sc([62.0, 60.0, 58.0]));
+    let head = Shape::ellipsoid(
+        sc([0.0, 5.0, 40.0]),
+        sc([72.0 * hs[0], 92.0 * hs[1], 84.0 * hs[2]]),
+    );
+    let face = Shape::ellipsoid(sc([0.0, -30.0, -22.0]), sc([62.0 * hs[0], 60.0, 58.0]));
     let chin = Shape::ellipsoid(sc([0.0, -52.0, -55.0]), sc([36.0, 26.0, 22.0]));
-    let neck = Shape::capsule(sc([0.0, 12.0, -40.0]), sc([0.0, 8.0, -200.0]), 56.0 * size);
+    let neck_r = u(rng, 0.88, 1.12) * 56.0 * size;
+    let neck = Shape::capsule(sc([0.0, 12.0, -40.0]), sc([0.0, 8.0, -200.0]), neck_r);
     let mut body_parts = vec![head.clone(), face.clone(), chin, neck];
+    if lobular {
+        // The lobular style's head is built differently: an occipital bulge and broader
+        // cheeks on top of the ellipsoids.
+        body_parts.push(Shape::ellipsoid(
+            sc([0.0, 45.0, 30.0]),
+            sc([55.0 * hs[0], 52.0, 60.0]),
+        ));
+        body_parts.push(Shape::ellipsoid(
+            sc([0.0, -15.0, -30.0]),
+            sc([68.0 * hs[0], 45.0, 30.0]),
+        ));
+    }
     if torso {
         body_parts.push(Shape::ellipsoid(
             sc([0.0, 12.0, -260.0]),
@@ -131,26 +196,30 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     let blood_suv = u(rng, 1.2, 2.0);
     let muscle_suv = u(rng, 0.5, 0.9);
     push("skin", body.clone(), 30.0, 0.4, 0, 0.0);
+    // Fat thickness and density vary with the patient's build.
+    let fat_hu = u(rng, -120.0, -80.0);
     push(
         "subcutaneous_fat",
         body.clone().offset(-2.0),
-        -100.0,
+        fat_hu,
         0.25,
         0,
         0.0,
     );
     push(
         "soft_tissue",
-        body.clone().offset(-2.0 - u(rng, 3.0, 8.0)),
-        35.0,
+        body.clone()
+            .offset(-2.0 - u(rng, 3.0, if lobular { 14.0 } else { 10.0 })),
+        u(rng, 25.0, 45.0),
         0.5,
         0,
         0.0,
     );
 
     // --- skull, brain ---
-    let skull_outer = head.clone().offset(-6.0);
-    let skull_inner = head.clone().offset(-13.0);
+    let scalp = u(rng, 4.0, 8.0);
+    let skull_outer = head.clone().offset(-scalp);
+    let skull_inner = head.clone().offset(-scalp - u(rng, 5.0, 9.0));
     let base_cut = Shape::HalfSpace {
         n: [0.0, 0.0, 1.0],
         d: -8.0 * size,
@@ -264,8 +333,13 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
             -58.0 * size + u(rng, -2.0, 2.0),
             49.0 * size + u(rng, -1.5, 1.5),
         ];
-        let shape = Shape::ellipsoid_rot(c, [9.0, 5.5, 3.5], [0.0, s * 25.0, s * -20.0])
-            .warped(random_warp(rng, 1.0, 15.0));
+        let shape = if lobular {
+            lobules(rng, c, [9.0, 5.5, 3.5], [0.0, s * 25.0, s * -20.0], 5)
+                .warped(random_warp(rng, 0.8, 15.0))
+        } else {
+            Shape::ellipsoid_rot(c, [9.0, 5.5, 3.5], [0.0, s * 25.0, s * -20.0])
+                .warped(random_warp(rng, 1.0, 15.0))
+        };
         lacrimal_shapes.push((s, shape, eye_c));
     }
 
@@ -323,6 +397,30 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
             })
             .collect();
         push("teeth", Shape::tube(&pts, 4.5 * size), 2600.0, 0.2, 0, 0.0);
+    }
+    // Dental metal (amalgam fillings, crowns) in about 45 % of adults: small, very dense
+    // pieces on the tooth rows. The scanner turns them into streaks (added on the CT grid).
+    let mut metal = Vec::new();
+    if rng.random_bool(0.45) {
+        for _ in 0..rng.random_range(1..=4) {
+            let (z, r) = if rng.random_bool(0.5) {
+                (-16.0, 58.0)
+            } else {
+                (-34.0, 60.0)
+            };
+            let a: f64 = u(rng, -0.8, 0.8);
+            let c = sc([38.0 * a, -10.0 - r * (1.0 - a * a).sqrt(), z]);
+            let rad = u(rng, 2.0, 3.5);
+            push(
+                "dental_metal",
+                Shape::ellipsoid(c, [rad, rad, rad]),
+                3000.0,
+                0.2,
+                0,
+                0.0,
+            );
+            metal.push((c, rad));
+        }
     }
 
     // --- muscles, vessels, spine, airway ---
@@ -502,35 +600,93 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     }
 
     // --- the six glands ---
-    let parotid_fat = u(rng, 0.1, 0.9);
+    // Age: about a third of the patients have atrophied, fattier glands.
+    let atrophy = if rng.random_bool(0.3) {
+        u(rng, 0.6, 0.9)
+    } else {
+        1.0
+    };
+    let parotid_fat = (u(rng, 0.1, 0.9) + if atrophy < 1.0 { 0.15 } else { 0.0 }).min(0.95);
     let parotid_hu = (40.0 - 140.0 * parotid_fat) as f32;
     let mut glands = Vec::new();
     let asym = |rng: &mut ChaCha8Rng| u(rng, 0.85, 1.15);
-    let parotid_target = u(rng, 17.0, 32.0);
-    let sub_target = u(rng, 6.8, 11.2);
-    let lac_target = u(rng, 0.5, 1.1);
+    let parotid_target = u(rng, 17.0, 32.0) * atrophy;
+    let sub_target = u(rng, 6.8, 11.2) * atrophy;
+    let lac_target = u(rng, 0.5, 1.1) * atrophy.sqrt();
     // True (unblurred) activity. The lacrimal gland is only 5-8 mm thick, so a 5-7 mm PSF
     // and 2-4 mm PET voxels recover about half of it: a true SUV of 8-15 shows as an SUVmax
     // of roughly 4-10 on the PET channel, as lacrimal glands read on real PSMA scans.
-    let gland_suv = [u(rng, 9.0, 17.0), u(rng, 9.0, 17.0), u(rng, 8.0, 15.0)];
+    //
+    // Uptake varies far more between patients than within one: glands after earlier
+    // Lu-177 cycles, or under low PSMA expression, show SUVmax near 3; young glands near
+    // 25. One log-uniform factor per patient spans that range; the lacrimal glands follow
+    // it more weakly (their partial-volume loss already keeps them low).
+    let uptake = u(rng, 0.35f64.ln(), 1.5f64.ln()).exp();
+    let gland_suv = [
+        u(rng, 9.0, 17.0) * uptake,
+        u(rng, 9.0, 17.0) * uptake,
+        u(rng, 8.0, 15.0) * uptake.powf(0.6),
+    ];
     for (s, side) in SIDES {
         // Parotid: superficial lobe over the ramus' posterior border in front of the ear,
         // a tail down toward the angle, and a deep lobe wrapping medially behind the ramus.
-        let sup = Shape::ellipsoid_rot(
-            sc([s * 55.0, 10.0, -18.0]),
-            sc([11.0, 17.0, 22.0]),
-            [0.0, s * 10.0, s * 8.0],
-        );
-        let tail = Shape::ellipsoid(sc([s * 52.0, 8.0, -40.0]), sc([9.0, 11.0, 10.0]));
-        let deep = Shape::ellipsoid_rot(
-            sc([s * 40.0, 12.0, -20.0]),
-            sc([8.0, 10.0, 14.0]),
-            [0.0, 0.0, s * -20.0],
-        );
-        let parotid = Shape::Union(vec![sup, tail, deep]).warped(random_warp(rng, 2.5, 35.0));
+        let dz = u(rng, -4.0, 4.0);
+        let dy = u(rng, -4.0, 4.0);
+        let parotid = if lobular {
+            let mut parts = vec![
+                lobules(
+                    rng,
+                    sc([s * 55.0, 10.0 + dy, -18.0 + dz]),
+                    sc([11.0, 17.0, 22.0]),
+                    [0.0, s * 10.0, s * 8.0],
+                    18,
+                ),
+                lobules(
+                    rng,
+                    sc([s * 52.0, 8.0 + dy, -40.0 + dz]),
+                    sc([9.0, 11.0, 10.0]),
+                    [0.0; 3],
+                    6,
+                ),
+                lobules(
+                    rng,
+                    sc([s * 40.0, 12.0 + dy, -20.0 + dz]),
+                    sc([8.0, 10.0, 14.0]),
+                    [0.0, 0.0, s * -20.0],
+                    7,
+                ),
+            ];
+            // An accessory lobe along the parotid duct, over the masseter, in about a
+            // fifth of people.
+            if rng.random_bool(0.2) {
+                parts.push(Shape::ellipsoid(
+                    sc([s * 60.0, -14.0 + dy, -16.0 + dz]),
+                    [5.0, 6.0, 4.0],
+                ));
+            }
+            Shape::Union(parts).warped(random_warp(rng, 1.5, 30.0))
+        } else {
+            let sup = Shape::ellipsoid_rot(
+                sc([s * 55.0, 10.0 + dy, -18.0 + dz]),
+                sc([11.0, 17.0, 22.0]),
+                [0.0, s * 10.0, s * 8.0],
+            );
+            let tail =
+                Shape::ellipsoid(sc([s * 52.0, 8.0 + dy, -40.0 + dz]), sc([9.0, 11.0, 10.0]));
+            let deep = Shape::ellipsoid_rot(
+                sc([s * 40.0, 12.0 + dy, -20.0 + dz]),
+                sc([8.0, 10.0, 14.0]),
+                [0.0, 0.0, s * -20.0],
+            );
+            // Large smooth deformation, then a fine lobulation on top.
+            let lobulation = u(rng, 0.3, 1.2);
+            Shape::Union(vec![sup, tail, deep])
+                .warped(random_warp(rng, 2.5, 35.0))
+                .warped(random_warp(rng, lobulation, 10.0))
+        };
         let mut carve = masseters.clone();
         carve.push(mandible.clone());
-        let target = (parotid_target * asym(rng)).clamp(15.2, 34.5);
+        let target = (parotid_target * asym(rng)).clamp(9.0, 34.5);
         let (shape, vol) = calibrate(parotid, &carve, target);
         let label = if s > 0.0 { 1 } else { 2 };
         glands.push(GlandTruth {
@@ -557,9 +713,16 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
             -14.0 + u(rng, -3.0, 3.0),
             -66.0 + u(rng, -3.0, 3.0),
         ]);
-        let sub = Shape::ellipsoid_rot(c, sc([12.0, 17.0, 10.0]), [10.0, 0.0, s * 15.0])
-            .warped(random_warp(rng, 1.8, 25.0));
-        let target = (sub_target * asym(rng)).clamp(6.1, 11.8);
+        let sub = if lobular {
+            lobules(rng, c, sc([12.0, 17.0, 10.0]), [10.0, 0.0, s * 15.0], 12)
+                .warped(random_warp(rng, 1.2, 25.0))
+        } else {
+            let lobulation = u(rng, 0.3, 1.0);
+            Shape::ellipsoid_rot(c, sc([12.0, 17.0, 10.0]), [10.0, 0.0, s * 15.0])
+                .warped(random_warp(rng, 1.8, 25.0))
+                .warped(random_warp(rng, lobulation, 9.0))
+        };
+        let target = (sub_target * asym(rng)).clamp(3.8, 11.8);
         let (shape, vol) = calibrate(sub, std::slice::from_ref(&mandible), target);
         let label = if s > 0.0 { 3 } else { 4 };
         let hu = u(rng, 35.0, 65.0) as f32;
@@ -583,7 +746,7 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     for (s, shape, eye_c) in lacrimal_shapes {
         let side = if s > 0.0 { "left" } else { "right" };
         let eye = Shape::ellipsoid(eye_c, [12.5 * size, 12.5 * size, 12.5 * size]);
-        let target = (lac_target * asym(rng)).clamp(0.42, 1.18);
+        let target = (lac_target * asym(rng)).clamp(0.35, 1.18);
         let (shape, vol) = calibrate(shape, &[eye], target);
         let label = if s > 0.0 { 5 } else { 6 };
         glands.push(GlandTruth {
@@ -636,7 +799,11 @@ pub fn build(rng: &mut ChaCha8Rng, size: f64, torso: bool) -> Anatomy {
     Anatomy {
         layers,
         glands,
-        vertex_z: 40.0 * size + 84.0 * size,
+        body,
+        vertex_z: 40.0 * size + 84.0 * size * hs[2],
         parotid_fat_fraction: parotid_fat,
+        uptake_factor: uptake,
+        atrophy,
+        metal,
     }
 }

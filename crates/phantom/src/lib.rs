@@ -10,6 +10,7 @@
 //! noise, and finally resampled back onto the CT grid as the dataset's PET channel.
 
 pub mod anatomy;
+pub mod scanner;
 pub mod shapes;
 
 use glandseg_core::{atomic, Geometry, LabelMap, Volume};
@@ -50,6 +51,50 @@ impl std::str::FromStr for Fov {
     }
 }
 
+/// How the phantom is built. Two styles built differently, so that a model trained on one
+/// can be tested on the other: the drop between them is a stand-in for the drop from a
+/// phantom to a patient (or to another group's phantom), and training on both is a form
+/// of domain randomisation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Style {
+    /// Glands as smoothly warped ellipsoids with a fine lobulation; white PET noise on the
+    /// PET's own grid; a Gaussian PSF.
+    #[default]
+    Classic,
+    /// Glands as clusters of lobules (unions of spheres), accessory parotid lobes, a
+    /// differently built head; post-filtered (correlated) PET noise and a PSF with
+    /// long tails; more correlated CT noise.
+    Lobular,
+    /// Each case draws one of the two styles (half each): the training cohort for a model
+    /// that must hold on anatomy it never saw.
+    Mixed,
+}
+
+impl std::str::FromStr for Style {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "classic" | "a" => Ok(Style::Classic),
+            "lobular" | "b" => Ok(Style::Lobular),
+            "mixed" => Ok(Style::Mixed),
+            _ => Err(format!(
+                "unknown phantom style {s:?}: use classic, lobular or mixed"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Style::Classic => "classic",
+            Style::Lobular => "lobular",
+            Style::Mixed => "mixed",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PhantomConfig {
     pub seed: u64,
@@ -60,6 +105,13 @@ pub struct PhantomConfig {
     /// Smaller values make coarser, smaller volumes (spacing divided by `scale`) for fast
     /// tests and quick experiments.
     pub scale: f64,
+    /// How the cases are built.
+    #[serde(default)]
+    pub style: Style,
+    /// Cases from this index on are built in this style instead: a held-out set of
+    /// another style after the training cases (`demo --test-style`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style_from: Option<(usize, Style)>,
 }
 
 impl Default for PhantomConfig {
@@ -69,6 +121,8 @@ impl Default for PhantomConfig {
             fov: Fov::HeadNeck,
             cut_top: false,
             scale: 1.0,
+            style: Style::Classic,
+            style_from: None,
         }
     }
 }
@@ -103,6 +157,12 @@ pub struct CaseMeta {
     pub half_life_s: f64,
     pub injected_activity_mbq: f64,
     pub uptake_time_min: f64,
+    /// The style this case was built in (classic or lobular).
+    #[serde(default)]
+    pub style: Style,
+    /// Scanner and patient draws of the domain randomisation.
+    #[serde(default)]
+    pub scan: scanner::ScanFacts,
     pub glands: Vec<GlandMeasure>,
 }
 
@@ -139,7 +199,7 @@ pub fn case_id(index: usize) -> String {
 }
 
 /// Per-case random stream: the same case whatever the cohort size or thread count.
-fn case_rng(seed: u64, index: usize, stream: u64) -> ChaCha8Rng {
+pub(crate) fn case_rng(seed: u64, index: usize, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     r.set_stream(((index as u64) << 8) | stream);
     r
@@ -232,7 +292,7 @@ fn paint(
                             grid.origin[1] + j as f64 * sp[1],
                             grid.origin[2] + k as f64 * sp[2],
                         ];
-                        let a = pose.to_frame(w);
+                        let a = if layer.world { w } else { pose.to_frame(w) };
                         let d = layer.shape.sdf(a);
                         let occ = (0.5 - d / soft).clamp(0.0, 1.0) as f32;
                         if occ <= 0.0 {
@@ -262,24 +322,44 @@ fn paint(
     (ct, act, lab)
 }
 
-fn add_ct_noise(ct: &mut [f32], slice: usize, sigma: f64, seed: u64, index: usize) {
-    ct.par_chunks_mut(slice).enumerate().for_each(|(k, s)| {
-        let mut r = case_rng(seed ^ 0x005e_edc7, index, 16 + k as u64);
-        for v in s.iter_mut() {
-            let n: f64 = StandardNormal.sample(&mut r);
-            *v = (*v + (n * sigma) as f32).max(-1024.0);
+/// The case's style: a mixed cohort draws one per case from its own stream, so that the
+/// rest of the case does not depend on the choice of mixing.
+fn case_style(cfg: &PhantomConfig, index: usize) -> Style {
+    let style = match cfg.style_from {
+        Some((from, s)) if index >= from => s,
+        _ => cfg.style,
+    };
+    match style {
+        Style::Mixed => {
+            if case_rng(cfg.seed, index, 7).random_bool(0.5) {
+                Style::Lobular
+            } else {
+                Style::Classic
+            }
         }
-    });
+        s => s,
+    }
 }
 
 /// Generates case `index` of the cohort.
 pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
     let mut rng = case_rng(cfg.seed, index, 0);
+    let style = case_style(cfg, index);
+    let lobular = style == Style::Lobular;
     let u = |rng: &mut ChaCha8Rng, lo: f64, hi: f64| rng.random_range(lo..hi);
     let scale = cfg.scale.clamp(0.05, 4.0);
-    let size = u(&mut rng, 0.9, 1.1);
+    let size = u(&mut rng, 0.85, 1.15);
     let torso = cfg.fov == Fov::HeadNeckTorso;
-    let anat = anatomy::build(&mut rng, size, torso);
+    let anat = anatomy::build(&mut rng, size, torso, style);
+    // Scanner and room draws come from their own stream: adding one does not reshuffle
+    // the anatomy or the pose.
+    let mut srng = case_rng(cfg.seed, index, 3);
+    let mut facts = scanner::ScanFacts {
+        uptake_factor: anat.uptake_factor,
+        gland_atrophy: anat.atrophy,
+        dental_metal: anat.metal.len(),
+        ..Default::default()
+    };
 
     // Pose: nodding (about x) up to 15 degrees, tilt and turn less; shift up to 20 mm.
     let rot_deg = [
@@ -303,7 +383,9 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
     let half_x = if torso { 230.0 } else { 105.0 };
     // Both draws happen whether or not `cut_top` is set, so that switching it on changes
     // only where the scan's top lies, not the rest of the case.
-    let (cut_drawn, cut_z) = (rng.random_bool(0.3), u(&mut rng, 45.0, 75.0));
+    // The cut lies above the orbits (a scan planned for the glands keeps the lacrimal
+    // glands), below the vertex.
+    let (cut_drawn, cut_z) = (rng.random_bool(0.3), u(&mut rng, 78.0, 100.0));
     let top_cut = cfg.cut_top && cut_drawn;
     let z_top = if top_cut { cut_z } else { anat.vertex_z + 25.0 };
     // The scan range follows the head's height, as a technologist sets it from the scout
@@ -316,7 +398,24 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
             Fov::HeadNeckTorso => -340.0,
         };
     let z_top = z_top + shift[2];
-    let (y0, y1) = (-125.0, 125.0);
+
+    // The room: a table under the head in most scans, arms raised in some.
+    let mut world_layers = Vec::new();
+    let (y0, mut y1) = (-125.0, 125.0);
+    if srng.random_bool(0.8) {
+        // Where the head rests, over the whole head whether or not the scan is cut.
+        let full_top = anat.vertex_z + 25.0 + shift[2];
+        let back = posterior_extent(&anat.body, &pose, z_bottom, full_top);
+        let (layers, far) =
+            scanner::table_layers(&mut srng, back, shift[0], z_bottom, z_top, &mut facts);
+        world_layers.extend(layers);
+        // The reconstructed field of view takes in the table, as it does on a scanner.
+        y1 = f64::max(y1, (far + 5.0).min(200.0));
+    }
+    if srng.random_bool(0.25) {
+        facts.arms_up = true;
+        world_layers.extend(scanner::arm_layers(&mut srng, shift, 0.7));
+    }
     let shape = [
         ((2.0 * half_x) / inplane).round() as usize,
         ((y1 - y0) / inplane).round() as usize,
@@ -342,17 +441,59 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
             })
             .collect(),
     };
-    let (mut ct, act, lab) = paint(&anat.layers, &pose, &ct_grid, &texture);
+    let layers: Vec<anatomy::Layer> = world_layers
+        .into_iter()
+        .chain(anat.layers.iter().cloned())
+        .collect();
+    let (ct, act, lab) = paint(&layers, &pose, &ct_grid, &texture);
+    drop(layers);
     let ct_sigma = u(&mut rng, 10.0, 30.0);
-    add_ct_noise(&mut ct, shape[0] * shape[1], ct_sigma, cfg.seed, index);
-    let ct = Volume::from_vec(ct_grid.clone(), ct).expect("grid-sized");
+    let mut ct = Volume::from_vec(ct_grid.clone(), ct).expect("grid-sized");
+    // Scanner look: kernel, metal streaks, noise texture.
+    facts.ct_kernel = ["soft", "standard", "sharp"][srng.random_range(0..3)].to_string();
+    if let Some(k) = scanner::apply_kernel(&ct, &facts.ct_kernel, &mut srng) {
+        ct = k;
+    }
+    let metal_world: Vec<([f64; 3], f64)> = anat
+        .metal
+        .iter()
+        .map(|(c, r)| (pose.to_world(*c), *r))
+        .collect();
+    scanner::add_metal_streaks(&mut ct, &metal_world, &mut srng);
+    facts.ct_noise_correlation_mm = if lobular {
+        u(&mut srng, 0.6, 1.6)
+    } else {
+        u(&mut srng, 0.0, 1.0)
+    };
+    let ct_sigma = ct_sigma * u(&mut srng, 0.8, 1.2);
+    scanner::add_noise(
+        &mut ct,
+        ct_sigma,
+        facts.ct_noise_correlation_mm,
+        cfg.seed,
+        index,
+    );
     let labels = Volume::from_vec(ct_grid.clone(), lab).expect("grid-sized");
     let activity = Volume::from_vec(ct_grid.clone(), act).expect("grid-sized");
 
     // PET: PSF blur, misregistration, native grid, noise, back onto the CT grid.
-    let fwhm = u(&mut rng, 5.0, 7.0);
+    // PET resolution from 4 mm (a digital PET with resolution modelling) to 8 mm (an
+    // older scanner, or a strong post-filter). The lobular style adds the long tails of a
+    // real PSF (scatter, positron range of Ga-68) as a second, wide Gaussian.
+    let fwhm = 4.0 + 4.0 * u(&mut rng, 0.0, 1.0);
     let s = fwhm_to_sigma(fwhm);
-    let blurred = gaussian_blur_mm(&activity, [s, s, s]);
+    let mut blurred = gaussian_blur_mm(&activity, [s, s, s]);
+    if lobular {
+        facts.pet_psf_tail = u(&mut srng, 0.1, 0.3);
+        let t = fwhm_to_sigma(fwhm * 2.5);
+        let wide = gaussian_blur_mm(&activity, [t, t, t]);
+        let f = facts.pet_psf_tail as f32;
+        blurred
+            .as_slice_mut()
+            .par_iter_mut()
+            .zip(wide.as_slice().par_iter())
+            .for_each(|(v, w)| *v = (1.0 - f) * *v + f * w);
+    }
     drop(activity);
     let mis_rot = [
         u(&mut rng, -1.2, 1.2),
@@ -365,9 +506,11 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
         u(&mut rng, -1.0, 1.0),
     ];
     let len = shapes::norm(mis_shift).max(1e-9);
-    let want = u(&mut rng, 0.0, 3.0);
+    // PET/CT misregistration up to 5 mm (patient motion between the two scans).
+    let want = u(&mut rng, 0.0, 5.0);
     mis_shift.iter_mut().for_each(|v| *v *= want / len);
-    let (mis_rot, mis_shift) = limit_rotation(mis_rot, mis_shift, 2.0);
+    let mis_rot = mis_rot.map(|v| v * 2.5);
+    let (mis_rot, mis_shift) = limit_rotation(mis_rot, mis_shift, 3.0);
     let moved = {
         // Move the activity rigidly about the head's origin: the PET sees the patient
         // slightly elsewhere than the CT did.
@@ -411,7 +554,7 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
     );
     let mut pet_native = resample(&moved, &pet_grid, Interpolation::Linear, 0.0);
     drop(moved);
-    let noise_c = u(&mut rng, 0.15, 0.35);
+    let noise_c = u(&mut rng, 0.1, 0.45);
     {
         let slice = pet_shape[0] * pet_shape[1];
         let seed = cfg.seed;
@@ -427,6 +570,13 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
                     *v = (x + n * noise_c * x.sqrt()).max(0.0) as f32;
                 }
             });
+    }
+    if lobular {
+        // Post-reconstruction filter: the noise of an iterative reconstruction is
+        // correlated over a few voxels, not white.
+        facts.pet_noise_filter_mm = u(&mut srng, 2.0, 5.0);
+        let f = fwhm_to_sigma(facts.pet_noise_filter_mm);
+        pet_native = gaussian_blur_mm(&pet_native, [f, f, f]);
     }
     let pet = resample(&pet_native, &ct_grid, Interpolation::Linear, 0.0);
 
@@ -468,6 +618,8 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
         half_life_s: half_life,
         injected_activity_mbq: activity_mbq,
         uptake_time_min: uptake,
+        style,
+        scan: facts,
         glands,
     };
     PhantomCase {
@@ -478,6 +630,40 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
         labels,
         meta,
     }
+}
+
+/// The most posterior world y of the body between world heights `z_lo` and `z_hi`: where
+/// the head rests on the table. Sampled on a 3 mm grid of the body's frame box.
+fn posterior_extent(body: &shapes::Shape, pose: &Pose, z_lo: f64, z_hi: f64) -> f64 {
+    let (lo, hi) = body.bounds();
+    let step = 3.0;
+    let n: Vec<usize> = (0..3)
+        .map(|d| ((hi[d] - lo[d]) / step).ceil().max(1.0) as usize)
+        .collect();
+    (0..n[2])
+        .into_par_iter()
+        .map(|k| {
+            let mut best = f64::NEG_INFINITY;
+            for j in 0..n[1] {
+                for i in 0..n[0] {
+                    let a = [
+                        lo[0] + i as f64 * step,
+                        lo[1] + j as f64 * step,
+                        lo[2] + k as f64 * step,
+                    ];
+                    let w = pose.to_world(a);
+                    if w[2] < z_lo || w[2] > z_hi || w[1] <= best {
+                        continue;
+                    }
+                    if body.sdf(a) < 0.0 {
+                        best = w[1];
+                    }
+                }
+            }
+            best
+        })
+        .reduce(|| f64::NEG_INFINITY, f64::max)
+        .max(0.0)
 }
 
 /// Keeps the misregistration rotation within `max_deg` in total.
@@ -619,6 +805,8 @@ pub fn write_dataset(
             "fov": cfg.fov,
             "cut_top": cfg.cut_top,
             "scale": cfg.scale,
+            "style": cfg.style,
+            "style_from": cfg.style_from,
             "pet_units": "SUVbw (g/mL)",
             "ct_units": "HU",
             "native_pet": native,

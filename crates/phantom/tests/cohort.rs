@@ -9,6 +9,8 @@ fn cfg(seed: u64, scale: f64) -> PhantomConfig {
         fov: Fov::HeadNeck,
         cut_top: false,
         scale,
+        style: Default::default(),
+        style_from: None,
     }
 }
 
@@ -33,13 +35,14 @@ fn glands_are_present_sided_and_sized() {
         let m = &case.meta;
         for g in &m.glands {
             assert!(g.voxels > 0, "{}: {} is empty", case.id, g.name);
-            // The label map's volume against the physiological range. At scale 0.5 voxels
-            // are 2 x 2 x 3-6 mm, so a 0.5 mL lacrimal gland is ~20 voxels: allow the
-            // discretisation error of one voxel layer on small glands.
+            // The label map's volume against the physiological range, atrophied glands of
+            // older patients included. At scale 0.5 voxels are 2 x 2 x 3-6 mm, so a 0.5 mL
+            // lacrimal gland is ~20 voxels: allow the discretisation error of one voxel
+            // layer on small glands.
             let (lo, hi) = match g.name.split('_').next().unwrap() {
-                "parotid" => (15.0, 35.0),
-                "submandibular" => (6.0, 12.0),
-                _ => (0.4, 1.2),
+                "parotid" => (9.0, 35.0),
+                "submandibular" => (3.8, 12.0),
+                _ => (0.35, 1.2),
             };
             let slack = if lo < 1.0 { 0.35 } else { 0.08 };
             assert!(
@@ -196,10 +199,13 @@ fn glands_are_hotter_than_brain_and_muscle() {
             case.id
         );
         for g in &case.meta.glands {
+            // Low-uptake patients (after earlier therapy cycles) are part of the cohort:
+            // their glands are still clearly above muscle, the small lacrimal glands less so
+            // after partial-volume loss.
             let factor = if g.name.starts_with("lacrimal") {
-                2.0
+                1.5
             } else {
-                5.0
+                2.5
             };
             assert!(
                 g.suv_max > factor * tongue.max(brain),
@@ -223,6 +229,8 @@ fn left_glands_lie_on_the_patients_left_in_every_pose() {
             fov,
             cut_top: true,
             scale: 0.3,
+            style: Default::default(),
+            style_from: None,
         };
         let case = generate_case(&c, seed as usize);
         let m = &case.meta;
@@ -258,10 +266,10 @@ fn cut_top_moves_only_the_top_of_the_scan() {
             i,
         )
     };
-    let cut = (0..10)
+    let cut = (0..30)
         .map(on)
         .find(|c| c.meta.top_cut)
-        .expect("about 30 % of cases are cut: one of 10 must be");
+        .expect("about 30 % of cases are cut: one of 30 must be");
     let index = cut.meta.index;
     let full = generate_case(&cfg(3, 0.3), index);
     assert!(!full.meta.top_cut);
@@ -291,6 +299,8 @@ fn fields_of_view_extend_downward() {
                 fov,
                 cut_top: false,
                 scale: 0.3,
+                style: Default::default(),
+                style_from: None,
             },
             2,
         )
@@ -305,9 +315,18 @@ fn fields_of_view_extend_downward() {
     assert!(bottom(&cases[1]) > bottom(&cases[2]) + 100.0);
     // Lung-like HU (-870..-760): litres in the torso, next to nothing above it.
     let lung_ml = |c: &glandseg_phantom::PhantomCase| {
-        c.ct.as_slice()
-            .iter()
-            .filter(|&&v| (-870.0..-760.0).contains(&v))
+        // Inside the body: anterior of the head rest's foam cushion, when there is a table.
+        let g = c.ct.geometry();
+        let y_max = if c.meta.scan.table {
+            c.meta.scan.table_y_mm - c.meta.scan.cushion_mm - 2.0
+        } else {
+            f64::INFINITY
+        };
+        c.ct.data()
+            .indexed_iter()
+            .filter(|((_, j, _), &v)| {
+                (-870.0..-760.0).contains(&v) && g.origin[1] + *j as f64 * g.spacing[1] < y_max
+            })
             .count() as f64
             * c.ct.geometry().voxel_volume_ml()
     };
@@ -316,7 +335,14 @@ fn fields_of_view_extend_downward() {
         "torso lungs {}",
         lung_ml(&cases[2])
     );
-    assert!(lung_ml(&cases[1]) < 100.0, "neck {}", lung_ml(&cases[1]));
+    // Without lungs, only airways, sinuses and partial-volume edges (sharpened by a
+    // sharp reconstruction kernel) fall in the lung's HU range.
+    assert!(
+        lung_ml(&cases[1]) < 250.0,
+        "neck {} {:?}",
+        lung_ml(&cases[1]),
+        cases[1].meta.scan
+    );
     // Even the head-only field of view holds the parotid and submandibular glands whole
     // (nothing cut off at its bottom edge). Lacrimal glands are left out of this check:
     // at scale 0.3 they are ~10 voxels of 75 uL, so their count says nothing about a cut.

@@ -6,12 +6,13 @@ use anyhow::{Context, Result};
 use glandseg_core::{LabelMap, Progress};
 use glandseg_eval::report::CaseMetrics;
 use glandseg_net::NetAutodiffBackend;
-use glandseg_phantom::{write_dataset, Fov, PhantomConfig};
+use glandseg_phantom::{write_dataset, Fov, PhantomConfig, Style};
 use glandseg_plan::naming::{channel_file, label_file};
 use glandseg_plan::{fingerprint, make_plan, Dataset, PlanOptions, PlanOverrides, Preset};
 use glandseg_predict::export::{ExportOptions, OutputType};
 use glandseg_predict::input::Inputs;
 use glandseg_predict::{predict_job, PredictJob, PredictOptions};
+use glandseg_train::augment::MirrorMode;
 use glandseg_train::{train_fold, OptimizerKind, TrainConfig, TrainJob};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -49,6 +50,44 @@ pub struct DemoJob {
     pub cascade: bool,
     /// Share of the training time that goes to stage 2 of the cascade.
     pub fine_share: f64,
+    /// Phantom style of the training cohort (`mixed`: each case draws one).
+    pub style: Style,
+    /// Phantom style of the held-out cases (default: the training cohort's): train on
+    /// one style, test on the other, and see the drop.
+    pub test_style: Option<Style>,
+    /// Input channels the network sees (default: all); the others are withheld.
+    pub channels: Option<Vec<String>>,
+    /// Left-right mirroring in training.
+    pub mirror: MirrorMode,
+    /// Test-time left-right mirroring (with the label swap) at prediction.
+    pub tta: bool,
+}
+
+impl Default for DemoJob {
+    /// The command line's defaults (`glandseg demo`).
+    fn default() -> Self {
+        DemoJob {
+            out: "out/demo".into(),
+            train_cases: 10,
+            test_cases: 3,
+            scale: 1.0,
+            train_minutes: 6.0,
+            spacing: 3.0,
+            patch: [32; 3],
+            preset: Preset::Tiny,
+            optimizer: OptimizerKind::AdamW,
+            lr: None,
+            seed: 0,
+            iterations: None,
+            cascade: true,
+            fine_share: 0.5,
+            style: Style::Mixed,
+            test_style: None,
+            channels: None,
+            mirror: MirrorMode::Swap,
+            tta: true,
+        }
+    }
 }
 
 /// What the demo produced.
@@ -143,6 +182,8 @@ pub fn run_demo<B: NetAutodiffBackend>(
         fov: Fov::HeadNeck,
         cut_top: false,
         scale: job.scale,
+        style: job.style,
+        style_from: job.test_style.map(|s| (job.train_cases, s)),
     };
     write_dataset(&ds_dir, &cfg, total, false, &|_| progress.inc(1))?;
     progress.finish();
@@ -170,14 +211,27 @@ pub fn run_demo<B: NetAutodiffBackend>(
         spacing: Some([job.spacing; 3]),
         patch: Some([job.patch[0], job.patch[1], job.patch[2]]),
         batch: Some(2),
+        channels: None,
     });
     let mut plan = plan;
+    if let Some(keep) = &job.channels {
+        for k in keep {
+            anyhow::ensure!(
+                plan.channels.iter().any(|c| c.eq_ignore_ascii_case(k)),
+                "--channels: the cohort has no channel {k:?} (its channels: {})",
+                plan.channels.join(", ")
+            );
+        }
+    }
     if job.cascade {
         let fine = glandseg_plan::cascade::fine_spacing(&fp, 0.8);
         let (_, reason) = glandseg_plan::cascade::needs_cascade(&fp, [job.spacing; 3], fine);
         plan.cascade = Some(glandseg_plan::cascade::plan_cascade(
             &plan, fine, None, job.preset, reason,
         ));
+    }
+    if let Some(keep) = &job.channels {
+        plan.withhold_channels(keep);
     }
     glandseg_core::atomic::write_json(&ds_dir.join("plans").join("plans.json"), &plan)?;
     timings.push(("plan", t.elapsed().as_secs_f64()));
@@ -201,6 +255,7 @@ pub fn run_demo<B: NetAutodiffBackend>(
         seed: job.seed,
         ..TrainConfig::checked(1, 1, job.optimizer, job.lr)?
     };
+    job.mirror.apply(&mut config.augment);
     let stage1_minutes = if job.cascade {
         job.train_minutes * (1.0 - job.fine_share)
     } else {
@@ -228,13 +283,17 @@ pub fn run_demo<B: NetAutodiffBackend>(
     config.iters_per_epoch = iterations.clamp(1, 25);
     config.epochs = iterations.div_ceil(config.iters_per_epoch);
     let command = format!(
-        "glandseg demo --out {} --train-cases {} --test-cases {} --scale {} --spacing {} --seed {}",
+        "glandseg demo --out {} --train-cases {} --test-cases {} --scale {} --spacing {} --seed {} --style {}{}",
         job.out.display(),
         job.train_cases,
         job.test_cases,
         job.scale,
         job.spacing,
-        job.seed
+        job.seed,
+        job.style,
+        job.test_style
+            .map(|s| format!(" --test-style {s}"))
+            .unwrap_or_default()
     );
     let train = TrainJob {
         dataset: ds_dir.clone(),
@@ -309,7 +368,10 @@ pub fn run_demo<B: NetAutodiffBackend>(
         model: model_dir.clone(),
         out: pred_dir.clone(),
         folds: Vec::new(),
-        options: PredictOptions::default(),
+        options: PredictOptions {
+            mirror_lr: job.tta,
+            ..PredictOptions::default()
+        },
         export: ExportOptions {
             outputs: vec![OutputType::Nifti, OutputType::DicomSeg],
             ..ExportOptions::default()
@@ -371,6 +433,18 @@ fn write_report(
         a.test_cases,
         env!("CARGO_PKG_VERSION"),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    let _ = writeln!(
+        md,
+        "Phantom style: training {}, held-out {}. Channels: {}. Mirroring in training: {:?}; test-time mirroring: {}.\n",
+        a.style,
+        a.test_style.unwrap_or(a.style),
+        a.channels
+            .as_ref()
+            .map(|c| c.join("+"))
+            .unwrap_or_else(|| "all".into()),
+        a.mirror,
+        if a.tta { "on" } else { "off" }
     );
     let _ = writeln!(
         md,

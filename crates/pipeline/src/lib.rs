@@ -8,19 +8,9 @@
 //! # fn main() -> anyhow::Result<()> {
 //! let job = DemoJob {
 //!     out: "out/demo".into(),
-//!     train_cases: 10,
-//!     test_cases: 3,
 //!     scale: 0.5,
 //!     train_minutes: 8.0,
-//!     spacing: 3.0,
-//!     patch: [32; 3],
-//!     preset: glandseg_plan::Preset::Tiny,
-//!     optimizer: glandseg_train::OptimizerKind::AdamW,
-//!     lr: None,
-//!     seed: 0,
-//!     iterations: None,
-//!     cascade: true,
-//!     fine_share: 0.5,
+//!     ..DemoJob::default()
 //! };
 //! let outcome = run_demo::<glandseg_net::CpuAutodiff>(&job, &glandseg_core::NoProgress, &|l| {
 //!     println!("{l}")

@@ -158,6 +158,7 @@ pub fn with_cascade(
         spacing: Some(coarse),
         patch: Some(patch),
         batch: None,
+        channels: None,
     });
     c.median_shape_at_target = [0, 1, 2].map(|a| {
         (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a] / coarse[a]).round()

@@ -46,6 +46,10 @@ pub enum Normalization {
         /// Foreground standard deviation of y.
         std: f64,
     },
+    /// The channel is withheld from the network: 0 everywhere (`train --channels`, the
+    /// CT-only / PET-only ablations). The network keeps its inputs, so a model trained
+    /// without a channel has the same shape and predicts through the same code.
+    Off,
 }
 
 impl Normalization {
@@ -58,6 +62,7 @@ impl Normalization {
             Normalization::Log1pZscore { hi, mean, std } => {
                 (((x as f64).max(0.0).ln_1p()).min(hi) - mean) as f32 / std.max(1e-8) as f32
             }
+            Normalization::Off => 0.0,
         }
     }
 }
@@ -138,6 +143,9 @@ pub struct PlanOverrides {
     pub patch: Option<[usize; 3]>,
     /// Patches per training step.
     pub batch: Option<usize>,
+    /// The input channels the network may see (names as in `channels`, case-insensitive);
+    /// the others are withheld ([`Normalization::Off`]), in both stages of a cascade.
+    pub channels: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -289,7 +297,35 @@ impl Plan {
         if let Some(b) = o.batch {
             plan.batch_size = b;
         }
+        if let Some(keep) = &o.channels {
+            plan.withhold_channels(keep);
+        }
         plan
+    }
+
+    /// Withholds every channel not named in `keep` (case-insensitive), here and in the
+    /// cascade's fine stage.
+    pub fn withhold_channels(&mut self, keep: &[String]) {
+        for (c, name) in self.channels.iter().enumerate() {
+            if !keep.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+                if let Some(n) = self.normalization.get_mut(c) {
+                    *n = Normalization::Off;
+                }
+            }
+        }
+        if let Some(cascade) = &mut self.cascade {
+            cascade.fine.withhold_channels(keep);
+        }
+    }
+
+    /// The channels the network sees (not withheld).
+    pub fn used_channels(&self) -> Vec<String> {
+        self.channels
+            .iter()
+            .zip(&self.normalization)
+            .filter(|(_, n)| !matches!(n, Normalization::Off))
+            .map(|(c, _)| c.clone())
+            .collect()
     }
 }
 
@@ -445,7 +481,19 @@ mod tests {
             patch_size: [64, 64, 32],
             batch_size: 2,
             stages,
-            normalization: vec![],
+            normalization: vec![
+                Normalization::ClipZscore {
+                    lo: -150.0,
+                    hi: 200.0,
+                    mean: 40.0,
+                    std: 60.0,
+                },
+                Normalization::Log1pZscore {
+                    hi: 3.0,
+                    mean: 1.0,
+                    std: 0.5,
+                },
+            ],
             options: PlanOptions {
                 budget_gb: 1.0,
                 preset: Preset::Tiny,
@@ -466,6 +514,7 @@ mod tests {
         let p = plan.with_overrides(&PlanOverrides {
             patch: Some([30, 30, 30]),
             batch: Some(4),
+            channels: None,
             ..Default::default()
         });
         let t = total_stride(&plan.stages);
@@ -480,10 +529,21 @@ mod tests {
             spacing: Some([4.0; 3]),
             patch: Some([24; 3]),
             batch: None,
+            channels: None,
         });
         assert_eq!(s.target_spacing, [4.0; 3]);
         assert_eq!(s.stages, topology([24; 3], [4.0; 3], Preset::Tiny));
         assert_eq!(s.patch_size, [24; 3]);
+        // Withholding a channel (the CT-only / PET-only ablations) zeroes it, nothing else.
+        let w = plan.with_overrides(&PlanOverrides {
+            channels: Some(vec!["pet".into()]),
+            ..Default::default()
+        });
+        assert_eq!(w.used_channels(), vec![plan.channels[1].clone()]);
+        assert_eq!(w.normalization[0].apply(500.0), 0.0);
+        assert_eq!(w.normalization[0].apply(-80.0), 0.0);
+        assert_eq!(w.normalization[1], plan.normalization[1]);
+        assert_eq!(w.stages, plan.stages);
     }
 
     #[test]

@@ -11,6 +11,8 @@ fn fingerprint_and_plan_of_the_phantom() {
         fov: Fov::HeadNeck,
         cut_top: false,
         scale: 0.3,
+        style: Default::default(),
+        style_from: None,
     };
     write_dataset(dir.path(), &cfg, 3, false, &|_| {}).unwrap();
     let ds = Dataset::open(dir.path()).unwrap();

@@ -14,6 +14,8 @@ fn cfg() -> PhantomConfig {
         fov: Fov::HeadNeck,
         cut_top: false,
         scale: 0.4,
+        style: Default::default(),
+        style_from: None,
     }
 }
 

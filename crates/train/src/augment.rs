@@ -12,6 +12,31 @@ use glandseg_ops::flip::flip_blocks;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
+/// How training mirrors left and right (`train --mirror`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorMode {
+    /// Mirror and swap each `_left` label with its `_right` partner (the default).
+    #[default]
+    Swap,
+    /// Mirror the image and labels as they are (nnU-Net's default; breaks laterality).
+    Plain,
+    /// No left-right mirroring.
+    None,
+}
+
+impl MirrorMode {
+    /// Sets the augmentation's mirror to this mode.
+    pub fn apply(self, aug: &mut AugmentConfig) {
+        match self {
+            MirrorMode::Swap => aug.mirror_keeps_labels = false,
+            MirrorMode::Plain => aug.mirror_keeps_labels = true,
+            MirrorMode::None => aug.p_mirror_lr = 0.0,
+        }
+    }
+}
+
 /// Probabilities and ranges, defaults as nnU-Net's `get_training_transforms`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AugmentConfig {
@@ -27,8 +52,14 @@ pub struct AugmentConfig {
     pub p_elastic: f64,
     /// Displacement magnitude, voxels.
     pub elastic_magnitude_vox: f64,
-    /// Left-right mirror WITH the label swap.
+    /// Probability of the left-right mirror (with the label swap unless
+    /// `mirror_keeps_labels`).
     pub p_mirror_lr: f64,
+    /// Mirror left-right WITHOUT swapping `_left` and `_right` labels: nnU-Net's default,
+    /// which teaches the network that a gland may be on either side. Only for the
+    /// ablation that shows what it does; never the default.
+    #[serde(default)]
+    pub mirror_keeps_labels: bool,
     /// Also flip the other two axes (anterior-posterior, superior-inferior). Off by default:
     /// heads are not upside down in PET/CT, and a superior-inferior flip puts the lacrimal
     /// glands where submandibular glands belong.
@@ -57,6 +88,7 @@ impl Default for AugmentConfig {
             p_elastic: 0.0,
             elastic_magnitude_vox: 2.0,
             p_mirror_lr: 0.5,
+            mirror_keeps_labels: false,
             mirror_other_axes: false,
             p_noise: 0.1,
             p_blur: 0.2,
@@ -347,8 +379,10 @@ impl PatchSampler {
         if rng.random_bool(aug.p_mirror_lr) {
             flip_blocks(&mut image, p, lr_axis);
             flip_blocks(&mut labels, p, lr_axis);
-            for l in labels.iter_mut() {
-                *l = self.swap[*l as usize];
+            if !aug.mirror_keeps_labels {
+                for l in labels.iter_mut() {
+                    *l = self.swap[*l as usize];
+                }
             }
             mirrored = true;
         }

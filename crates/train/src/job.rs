@@ -94,6 +94,28 @@ pub fn load_or_make_plan(
     Ok(plan)
 }
 
+/// `--channels` must name the plan's channels: a typo would otherwise withhold a channel
+/// silently.
+fn check_channels(plan: &glandseg_plan::Plan, o: &PlanOverrides) -> Result<()> {
+    let Some(keep) = &o.channels else {
+        return Ok(());
+    };
+    for k in keep {
+        if !plan.channels.iter().any(|c| c.eq_ignore_ascii_case(k)) {
+            return Err(TrainError::Input(format!(
+                "--channels: the dataset has no channel {k:?} (its channels: {})",
+                plan.channels.join(", ")
+            )));
+        }
+    }
+    if keep.is_empty() {
+        return Err(TrainError::Input(
+            "--channels: name at least one channel".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Trains one fold: plan (loaded or made, overrides applied), model folder, preprocessed
 /// cache, split, then the training loop on backend `B`.
 pub fn train_fold<B: NetAutodiffBackend>(
@@ -103,6 +125,7 @@ pub fn train_fold<B: NetAutodiffBackend>(
 ) -> Result<TrainOutcome> {
     let ds = Dataset::open(&job.dataset)?;
     let plan = load_or_make_plan(&ds, job.plan.as_deref(), progress)?;
+    check_channels(&plan, &job.overrides)?;
     // The overrides become the model's plan, so prediction tiles the same way.
     let plan = plan.with_overrides(&job.overrides);
     let model_dir = job

@@ -24,6 +24,8 @@ fn fixture() -> &'static (tempfile::TempDir, Plan) {
             fov: Fov::Head,
             cut_top: false,
             scale: 0.3,
+            style: Default::default(),
+            style_from: None,
         };
         write_dataset(&ds_dir, &cfg, 2, false, &|_| {}).unwrap();
         let ds = Dataset::open(&ds_dir).unwrap();
@@ -158,6 +160,17 @@ fn mirrored_patches_keep_left_labels_on_the_patients_left() {
         at(&plain.image, i, j, k),
         at(&mirrored.image, q[0], q[1], q[2])
     );
+    // The ablation's plain mirror (nnU-Net's default) does what the seeds reported: the
+    // left gland's label lands on the patient's right.
+    sampler.augment.mirror_keeps_labels = true;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let naive = sampler.sample(&case, false, lr_axis, &mut rng);
+    assert!(naive.mirrored);
+    let on_left = |c: f64| if left_is_up { c > mid } else { c < mid };
+    for left in [1u8, 3, 5] {
+        let c = centroid(&naive.labels, patch, lr_axis, left).unwrap();
+        assert!(!on_left(c), "plain mirror: label {left} moved to the right");
+    }
 }
 
 fn tiny_config(epochs: usize, iters: usize) -> TrainConfig {
