@@ -365,3 +365,77 @@ fn fields_of_view_extend_downward() {
         }
     }
 }
+
+#[test]
+fn styles_and_scanner_draws_vary_as_recorded() {
+    use glandseg_phantom::Style;
+    let mixed = PhantomConfig {
+        style: Style::Mixed,
+        ..cfg(5, 0.3)
+    };
+    let cases: Vec<_> = (0..8).map(|i| generate_case(&mixed, i)).collect();
+    let styles: Vec<Style> = cases.iter().map(|c| c.meta.style).collect();
+    assert!(
+        styles.contains(&Style::Classic) && styles.contains(&Style::Lobular),
+        "a mixed cohort draws both styles: {styles:?}"
+    );
+    let map = LabelMap::default();
+    for c in &cases {
+        // Every style keeps the anatomy's rules: six sided glands.
+        for (l, r, stem) in map.lateral_pairs() {
+            let gl = c.meta.glands.iter().find(|g| g.label == l).unwrap();
+            let gr = c.meta.glands.iter().find(|g| g.label == r).unwrap();
+            assert!(gl.voxels > 0 && gr.voxels > 0, "{}: {stem} empty", c.id);
+            assert!(
+                gl.centroid_lps[0] > gr.centroid_lps[0] + 20.0,
+                "{}: {stem}",
+                c.id
+            );
+        }
+        // A recorded table is in the image: dense shell voxels posterior of the head.
+        if c.meta.scan.table {
+            let g = c.ct.geometry();
+            let behind =
+                c.ct.data()
+                    .indexed_iter()
+                    .filter(|((_, j, _), &v)| {
+                        g.origin[1] + *j as f64 * g.spacing[1] > c.meta.scan.table_y_mm && v > 50.0
+                    })
+                    .count();
+            assert!(
+                behind > 50,
+                "{}: table recorded but {behind} dense voxels behind the head",
+                c.id
+            );
+        }
+        assert!(["soft", "standard", "sharp"].contains(&c.meta.scan.ct_kernel.as_str()));
+        assert!((4.0..=8.0).contains(&c.meta.pet_psf_fwhm_mm));
+    }
+    assert!(cases.iter().any(|c| c.meta.scan.table));
+    // The same index in the classic and the lobular style: another gland shape, the same
+    // patient's place in the cohort.
+    let a = generate_case(
+        &PhantomConfig {
+            style: Style::Classic,
+            ..cfg(5, 0.3)
+        },
+        1,
+    );
+    let b = generate_case(
+        &PhantomConfig {
+            style: Style::Lobular,
+            ..cfg(5, 0.3)
+        },
+        1,
+    );
+    assert_ne!(a.labels.as_slice(), b.labels.as_slice());
+    assert_eq!(b.meta.style, Style::Lobular);
+    // A held-out set of another style after the training cases.
+    let split = PhantomConfig {
+        style: Style::Classic,
+        style_from: Some((3, Style::Lobular)),
+        ..cfg(5, 0.3)
+    };
+    assert_eq!(generate_case(&split, 2).meta.style, Style::Classic);
+    assert_eq!(generate_case(&split, 3).meta.style, Style::Lobular);
+}
