@@ -300,10 +300,7 @@ struct SegCandidate {
 
 /// The SEG / RTSTRUCT header of `path`, or `None` when it is neither.
 fn probe_segmentation(path: &Path) -> Option<SegCandidate> {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .ok()?;
+    let obj = crate::read::open_header(path).ok()?;
     let modality = text(&obj, tags::MODALITY).unwrap_or_default();
     let sop = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
     let kind = if modality == "SEG" || sop == SEGMENTATION_STORAGE {
@@ -334,12 +331,7 @@ fn patient_id_of(series: &SeriesInfo) -> String {
     series
         .slices
         .first()
-        .and_then(|s| {
-            dicom_object::OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
-                .open_file(&s.path)
-                .ok()
-        })
+        .and_then(|s| crate::read::open_header(&s.path).ok())
         .and_then(|o| text(&o, tags::PATIENT_ID))
         .unwrap_or_default()
 }

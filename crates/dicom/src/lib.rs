@@ -48,6 +48,7 @@ pub mod case;
 pub mod convert;
 pub mod dataset;
 pub mod describe;
+mod read;
 pub mod rtstruct;
 pub mod seg;
 pub mod series;

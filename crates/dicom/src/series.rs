@@ -1,5 +1,5 @@
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use glandseg_core::{Geometry, Volume};
 use serde::Serialize;
@@ -85,10 +85,15 @@ fn floats(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
 }
 
 fn read_slice_header(path: &Path) -> Result<(SeriesInfo, SliceInfo), String> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("not a DICOM file ({e})"))?;
+    // A missing attribute in a file cut short: say where it ends instead.
+    read_slice_header_of(path).map_err(|why| crate::read::truncation(path).unwrap_or(why))
+}
+
+fn read_slice_header_of(path: &Path) -> Result<(SeriesInfo, SliceInfo), String> {
+    let obj = crate::read::open_header(path).map_err(|e| match e {
+        DicomError::File { msg, .. } => msg,
+        other => other.to_string(),
+    })?;
     if obj
         .meta()
         .media_storage_sop_class_uid()
@@ -359,8 +364,7 @@ pub fn load_series(info: &SeriesInfo) -> Result<LoadedSeries, DicomError> {
 /// Stored values of one slice times its own RescaleSlope plus RescaleIntercept (per slice:
 /// PET slices each carry their own slope).
 pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
-    let obj =
-        dicom_object::open_file(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let obj = crate::read::open_full(path)?;
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| file_err(path, format!("cannot decode the pixel data: {e}")))?;
