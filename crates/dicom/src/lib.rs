@@ -52,6 +52,7 @@ mod read;
 pub mod rtstruct;
 pub mod seg;
 pub mod series;
+pub mod study;
 pub mod suv;
 
 pub use case::{
@@ -73,3 +74,4 @@ pub use seg::{
 pub use series::{
     load_series, scan_folder, DicomError, LoadedSeries, ScanResult, SeriesInfo, SliceInfo,
 };
+pub use study::{load_pair, load_study, series_suv, SeriesSuv, Study};
