@@ -22,8 +22,7 @@ use crate::dataset::{
 };
 use crate::rtstruct::{rasterise, read_rtstruct_contours};
 use crate::seg::{place_on_grid, read_seg_with};
-use crate::series::{load_series, scan_folder, text, DicomError, SeriesInfo};
-use crate::suv::suv_factors_of_file;
+use crate::series::{scan_folder, text, DicomError, SeriesInfo};
 use dicom_dictionary_std::tags;
 use glandseg_core::{LabelMap, Volume};
 use glandseg_ops::resample::{resample, Interpolation};
@@ -300,10 +299,7 @@ struct SegCandidate {
 
 /// The SEG / RTSTRUCT header of `path`, or `None` when it is neither.
 fn probe_segmentation(path: &Path) -> Option<SegCandidate> {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .ok()?;
+    let obj = crate::read::open_header(path).ok()?;
     let modality = text(&obj, tags::MODALITY).unwrap_or_default();
     let sop = text(&obj, tags::SOP_CLASS_UID).unwrap_or_default();
     let kind = if modality == "SEG" || sop == SEGMENTATION_STORAGE {
@@ -334,12 +330,7 @@ fn patient_id_of(series: &SeriesInfo) -> String {
     series
         .slices
         .first()
-        .and_then(|s| {
-            dicom_object::OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
-                .open_file(&s.path)
-                .ok()
-        })
+        .and_then(|s| crate::read::open_header(&s.path).ok())
         .and_then(|o| text(&o, tags::PATIENT_ID))
         .unwrap_or_default()
 }
@@ -500,39 +491,13 @@ fn convert_one(
         plan.ct.slices.len(),
         plan.pet.slices.len()
     ));
-    let (ct, pet) = rayon::join(|| load_series(plan.ct), || load_series(plan.pet));
-    let (ct, pet) = (ct?, pet?);
-    // QIBA: one factor per series, from the earliest scan reference time of its slices.
-    // Each slice's header gives its own reference time (SeriesTime, or its acquisition
-    // time when the series is derived), and the earliest time means the least decayed
-    // dose, i.e. the smallest factor: the series factor is the minimum over the slices.
-    use rayon::prelude::*;
-    let factors: Vec<f64> = pet
-        .sorted
-        .par_iter()
-        .map(|s| suv_factors_of_file(&s.path).map(|f| f.suvbw))
-        .collect::<Result<_, _>>()
-        .map_err(StudyError::Skip)?;
-    let (suvbw, hi) = factors
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &f| {
-            (a.min(f), b.max(f))
-        });
-    if !(suvbw.is_finite() && suvbw > 0.0) {
-        return Err(StudyError::Skip(format!(
-            "PET series {}: SUVbw factor {suvbw} is not a positive number",
-            plan.pet.series_instance_uid
-        )));
-    }
+    // The loader predict and info use: same series, same SUV rule (QIBA series factor).
+    let study = crate::study::load_pair(plan.ct, plan.pet)?;
+    let suvbw = study.suv.factors.suvbw;
     let mut warnings = plan.warnings.clone();
-    if hi - suvbw > 1e-6 * hi {
-        warnings.push(format!(
-            "PET series {}: SUVbw factors of its slices range from {suvbw} to {hi} (per-slice acquisition times); used the earliest time's factor {suvbw}",
-            plan.pet.series_instance_uid
-        ));
-    }
+    warnings.extend(study.warnings.iter().cloned());
+    let (ct, pet_suv) = (study.ct, study.pet_suv);
     let grid = ct.volume.geometry().clone();
-    let pet_suv = pet.volume.map(|v| (*v as f64 * suvbw) as f32);
     let pet_on_ct = if pet_suv
         .geometry()
         .same_grid(&grid, glandseg_core::geometry::GRID_TOLERANCE)
@@ -621,37 +586,18 @@ fn convert_one(
     })
 }
 
-/// Picks the CT, PET and segmentations of one study, or says what is missing. With
-/// several candidates the CT and PET with the most slices win (a scout or a MIP has few),
-/// and a SEG (exact voxels) is preferred to an RTSTRUCT (contours to fill).
+/// Picks the CT, PET and segmentations of one study, or says what is missing: the first
+/// (CT, PET) pair of [`crate::study::pair_candidates`] (the rule `predict` and `info` use
+/// too) that has a segmentation in the CT's frame of reference. A SEG (exact voxels) is
+/// preferred to an RTSTRUCT (contours to fill).
 fn plan_study<'a>(
     study_uid: &str,
     series: &[&'a SeriesInfo],
     segs: &'a [SegCandidate],
 ) -> Result<Plan<'a>, String> {
-    let by_size = |m: &str| {
-        let mut v: Vec<&'a SeriesInfo> =
-            series.iter().copied().filter(|s| s.modality == m).collect();
-        v.sort_by(|a, b| {
-            b.slices
-                .len()
-                .cmp(&a.slices.len())
-                .then(a.series_instance_uid.cmp(&b.series_instance_uid))
-        });
-        v
-    };
-    let cts = by_size("CT");
-    let pets = by_size("PT");
-    if cts.is_empty() {
-        return Err("no CT series (modality CT)".into());
-    }
-    let mut reason = String::new();
-    for ct in &cts {
+    let pairs = crate::study::pair_candidates(series)?;
+    for (ct, pet) in &pairs {
         let for_uid = &ct.frame_of_reference_uid;
-        let pet: Vec<_> = pets
-            .iter()
-            .filter(|p| &p.frame_of_reference_uid == for_uid)
-            .collect();
         let mut matching: Vec<&SegCandidate> = segs
             .iter()
             .filter(|s| {
@@ -669,53 +615,20 @@ fn plan_study<'a>(
                 &b.path,
             ))
         });
-        if pet.is_empty() {
-            if reason.is_empty() {
-                reason = if pets.is_empty() {
-                    "no PET series (modality PT)".into()
-                } else {
-                    format!(
-                        "no PET series in the CT's frame of reference {for_uid} ({} PET series in other frames of reference)",
-                        pets.len()
-                    )
-                };
-            }
-            continue;
-        }
         if matching.is_empty() {
-            if reason.is_empty() {
-                reason =
-                    format!("no SEG or RTSTRUCT referencing the CT's frame of reference {for_uid}");
-            }
             continue;
-        }
-        let mut warnings = Vec::new();
-        if cts.len() > 1 {
-            warnings.push(format!(
-                "{} CT series; used {} ({:?}, {} slices)",
-                cts.len(),
-                ct.series_instance_uid,
-                ct.description,
-                ct.slices.len()
-            ));
-        }
-        if pet.len() > 1 {
-            warnings.push(format!(
-                "{} PET series in the frame of reference; used {} ({:?}, {} slices)",
-                pet.len(),
-                pet[0].series_instance_uid,
-                pet[0].description,
-                pet[0].slices.len()
-            ));
         }
         return Ok(Plan {
             ct,
-            pet: pet[0],
+            pet,
             segs: matching,
-            warnings,
+            warnings: crate::study::choice_warnings(series, ct, pet),
         });
     }
-    Err(reason)
+    Err(format!(
+        "no SEG or RTSTRUCT referencing the CT's frame of reference {}",
+        pairs[0].0.frame_of_reference_uid
+    ))
 }
 
 /// Converts every study under `input` into an nnU-Net raw dataset in `out` (layout in the

@@ -72,15 +72,7 @@ impl SourceSeries {
             description: series.info.description.clone(),
             msg: "has no slices".into(),
         })?;
-        let obj = dicom_object::OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
-            .open_file(&first.path)
-            .map_err(|e| {
-                file_err(
-                    &first.path,
-                    format!("not a DICOM file ({})", error_chain(&e)),
-                )
-            })?;
+        let obj = crate::read::open_header(&first.path)?;
         let t = |tag| text(&obj, tag).unwrap_or_default();
         let sop_class_uid = text(&obj, tags::SOP_CLASS_UID)
             .ok_or_else(|| file_err(&first.path, "SOPClassUID (0008,0016) is missing"))?;
@@ -325,15 +317,7 @@ pub(crate) fn first_item(o: &InMemDicomObject, tag: Tag) -> Option<&InMemDicomOb
 
 /// Opens a whole file, with an error that names it.
 pub(crate) fn open(path: &Path) -> Result<dicom_object::DefaultDicomObject, DicomError> {
-    if !path.is_file() {
-        return Err(file_err(path, "no such file"));
-    }
-    dicom_object::open_file(path).map_err(|e| {
-        file_err(
-            path,
-            format!("not a readable DICOM file ({})", error_chain(&e)),
-        )
-    })
+    crate::read::open_full(path)
 }
 
 /// An error and all its sources: dicom-rs puts the element and offset where parsing

@@ -117,8 +117,9 @@ pub fn describe(path: &Path) -> Result<DicomInfo, DicomError> {
             Err(e) => j.load_error = Some(e.to_string()),
         }
         if s.modality == "PT" {
-            match crate::suv::suv_factors_of_file(&s.slices[0].path) {
-                Ok(f) => j.suv = Some(f),
+            // The series factor every command uses (crate::study).
+            match crate::study::series_suv(s) {
+                Ok(f) => j.suv = Some(f.factors),
                 Err(e) => j.suv_error = Some(e),
             }
         }

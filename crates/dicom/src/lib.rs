@@ -48,9 +48,11 @@ pub mod case;
 pub mod convert;
 pub mod dataset;
 pub mod describe;
+mod read;
 pub mod rtstruct;
 pub mod seg;
 pub mod series;
+pub mod study;
 pub mod suv;
 
 pub use case::{
@@ -72,3 +74,4 @@ pub use seg::{
 pub use series::{
     load_series, scan_folder, DicomError, LoadedSeries, ScanResult, SeriesInfo, SliceInfo,
 };
+pub use study::{load_pair, load_study, series_suv, SeriesSuv, Study};

@@ -1,5 +1,5 @@
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use glandseg_core::{Geometry, Volume};
 use serde::Serialize;
@@ -85,10 +85,15 @@ fn floats(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<Vec<f64>> {
 }
 
 fn read_slice_header(path: &Path) -> Result<(SeriesInfo, SliceInfo), String> {
-    let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("not a DICOM file ({e})"))?;
+    // A missing attribute in a file cut short: say where it ends instead.
+    read_slice_header_of(path).map_err(|why| crate::read::truncation(path).unwrap_or(why))
+}
+
+fn read_slice_header_of(path: &Path) -> Result<(SeriesInfo, SliceInfo), String> {
+    let obj = crate::read::open_header(path).map_err(|e| match e {
+        DicomError::File { msg, .. } => msg,
+        other => other.to_string(),
+    })?;
     if obj
         .meta()
         .media_storage_sop_class_uid()
@@ -359,8 +364,7 @@ pub fn load_series(info: &SeriesInfo) -> Result<LoadedSeries, DicomError> {
 /// Stored values of one slice times its own RescaleSlope plus RescaleIntercept (per slice:
 /// PET slices each carry their own slope).
 pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
-    let obj =
-        dicom_object::open_file(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let obj = crate::read::open_full(path)?;
     let decoded = obj
         .decode_pixel_data()
         .map_err(|e| file_err(path, format!("cannot decode the pixel data: {e}")))?;
@@ -379,6 +383,8 @@ pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
             &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
         )
         .map_err(|e| file_err(path, format!("cannot convert the pixel data: {e}")))?;
+    let mut raw = raw;
+    reinterpret_j2k_sign(path, &obj, &mut raw)?;
     if raw.len() != n {
         return Err(file_err(
             path,
@@ -405,4 +411,125 @@ pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
         .into_iter()
         .map(|v| (v * slope + inter) as f32)
         .collect())
+}
+
+/// `(signed, precision)` of the first component in a JPEG 2000 codestream's SIZ marker
+/// (ISO 15444-1 A.5.1: Ssiz bit 7 = signed, bits 0-6 = precision - 1), or `None` when
+/// there is no SIZ marker. Works on raw codestreams and JP2 files alike (the first
+/// SOC + SIZ pair is used).
+pub fn j2k_sign_precision(codestream: &[u8]) -> Option<(bool, u32)> {
+    let at = codestream
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    // SOC (2), SIZ marker (2), Lsiz (2), Rsiz (2), 8 x 4 bytes of sizes, Csiz (2).
+    let ssiz = *codestream.get(at + 2 + 2 + 2 + 2 + 32 + 2)?;
+    Some((ssiz & 0x80 != 0, (ssiz & 0x7F) as u32 + 1))
+}
+
+/// pydicom's rule for a JPEG 2000 codestream whose signedness disagrees with
+/// PixelRepresentation (0028,0103): the dataset wins. Unsigned samples of a signed
+/// dataset are re-interpreted as two's complement of `bits` bits (BitsStored, or the
+/// codestream's precision when that is smaller), so a CT stored as raw two's complement
+/// bits gives its negative HU back instead of 0..2^bits-1. Returns whether values
+/// changed.
+pub fn reinterpret_unsigned_as_signed(samples: &mut [f64], bits: u32) -> bool {
+    if !(1..=32).contains(&bits) {
+        return false;
+    }
+    let modulus = 1i64 << bits;
+    let half = modulus >> 1;
+    let mut changed = false;
+    for v in samples.iter_mut() {
+        let u = (*v as i64).rem_euclid(modulus);
+        let s = if u >= half { u - modulus } else { u };
+        if s as f64 != *v {
+            changed = true;
+            *v = s as f64;
+        }
+    }
+    changed
+}
+
+/// Applies [`reinterpret_unsigned_as_signed`] to a JPEG 2000 slice whose codestream is
+/// unsigned while PixelRepresentation says signed; a signed codestream in an unsigned
+/// dataset is refused (no rule gives its values back with certainty).
+fn reinterpret_j2k_sign(
+    path: &Path,
+    obj: &DefaultDicomObject,
+    raw: &mut [f64],
+) -> Result<(), DicomError> {
+    const J2K: [&str; 5] = [
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    ];
+    if !J2K.contains(&obj.meta().transfer_syntax()) {
+        return Ok(());
+    }
+    let Some((signed, precision)) = obj
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .and_then(|e| e.fragments().and_then(|f| f.first().cloned()))
+        .and_then(|f| j2k_sign_precision(&f))
+    else {
+        return Ok(());
+    };
+    let int = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u32>().ok())
+    };
+    let pr = int(tags::PIXEL_REPRESENTATION).unwrap_or(0);
+    let bits_stored = int(tags::BITS_STORED).unwrap_or(precision);
+    match (pr, signed) {
+        (1, false) => {
+            reinterpret_unsigned_as_signed(raw, bits_stored.min(precision));
+            Ok(())
+        }
+        (0, true) => Err(file_err(
+            path,
+            format!(
+                "the JPEG 2000 codestream is signed ({precision} bits) but PixelRepresentation (0028,0103) is 0 (unsigned): the stored values are ambiguous, so the slice is refused rather than read with the wrong sign"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod j2k_tests {
+    use super::*;
+
+    /// HU -2000..1896 stored as 13-bit two's complement in an unsigned codestream decode to
+    /// 0..8191; the dataset's PixelRepresentation 1 brings the sign back.
+    #[test]
+    fn unsigned_codestream_in_signed_dataset_gets_its_sign_back() {
+        let hu = [-2000.0, -1.0, 0.0, 1.0, 1896.0, -4096.0, 4095.0];
+        let mut raw: Vec<f64> = hu
+            .iter()
+            .map(|v: &f64| (*v as i64).rem_euclid(8192) as f64)
+            .collect();
+        assert!(raw.iter().all(|v| (0.0..8192.0).contains(v)));
+        assert!(reinterpret_unsigned_as_signed(&mut raw, 13));
+        assert_eq!(raw, hu);
+        // Already signed (16-bit values of a 16-bit dataset): unchanged.
+        let mut same = vec![-1024.0, 0.0, 3071.0];
+        assert!(!reinterpret_unsigned_as_signed(&mut same, 16));
+    }
+
+    #[test]
+    fn siz_marker_gives_sign_and_precision() {
+        let mut cs = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00, 0x00];
+        cs.extend([0u8; 32]);
+        cs.extend([0x00, 0x01, 0x0C, 0x01, 0x01]); // Csiz 1, Ssiz unsigned 13 bits
+        assert_eq!(j2k_sign_precision(&cs), Some((false, 13)));
+        let n = cs.len();
+        cs[n - 3] = 0x8F; // signed 16 bits
+        assert_eq!(j2k_sign_precision(&cs), Some((true, 16)));
+        assert_eq!(j2k_sign_precision(&cs[..20]), None);
+    }
 }

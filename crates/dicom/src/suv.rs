@@ -362,10 +362,7 @@ fn bqml(
 
 /// Reads a PET file's header and computes its SUV factors.
 pub fn suv_factors_of_file(path: &Path) -> Result<SuvFactors, String> {
-    let obj = dicom_object::OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
-        .open_file(path)
-        .map_err(|e| format!("{}: not a DICOM file ({e})", path.display()))?;
+    let obj = crate::read::open_header(path).map_err(|e| e.to_string())?;
     suv_factors(path, &obj)
 }
 

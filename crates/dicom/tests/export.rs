@@ -317,11 +317,15 @@ fn bad_files_are_errors_naming_file_and_field() {
     let half = dir.path().join("half.dcm");
     std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
     // Cut elsewhere: dicom-rs names the element, or the byte position of an item header.
-    assert_err_names(read_seg(&half), &half, "position");
+    assert_err_names(read_seg(&half), &half, "truncated: it ends at byte");
     let rt_bytes = std::fs::read(&rt).unwrap();
     let rt_half = dir.path().join("rt_half.dcm");
     std::fs::write(&rt_half, &rt_bytes[..rt_bytes.len() * 2 / 3]).unwrap();
-    assert_err_names(read_rtstruct(&rt_half, &g), &rt_half, "position");
+    assert_err_names(
+        read_rtstruct(&rt_half, &g),
+        &rt_half,
+        "truncated: it ends at byte",
+    );
     // Garbage.
     let junk = dir.path().join("junk.dcm");
     std::fs::write(

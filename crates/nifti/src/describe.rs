@@ -33,6 +33,10 @@ pub struct NiftiInfo {
     pub affine_lps: [[f64; 4]; 4],
     /// Which header transform the geometry came from.
     pub transform: TransformSource,
+    /// Why the transform is not the first one the codes name (e.g. a sheared sform
+    /// replaced by the qform); absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform_note: Option<String>,
     /// The header's qform_code.
     pub qform_code: i32,
     /// The header's sform_code.
@@ -83,6 +87,7 @@ pub fn describe(path: &Path) -> Result<NiftiInfo, NiftiError> {
         orientation: g.orientation_code(),
         affine_lps: g.affine(),
         transform: h.transform,
+        transform_note: h.transform_note.clone(),
         qform_code: h.qform_code,
         sform_code: h.sform_code,
         scl_slope: slope,
@@ -125,6 +130,9 @@ impl fmt::Display for NiftiInfo {
             "  transform {:?} (qform_code {}, sform_code {})  scaling x{} {:+}",
             self.transform, self.qform_code, self.sform_code, self.scl_slope, self.scl_inter
         )?;
+        if let Some(note) = &self.transform_note {
+            writeln!(f, "  note     {note}")?;
+        }
         writeln!(
             f,
             "  values   min {:.4}  max {:.4}  mean {:.4}{}",

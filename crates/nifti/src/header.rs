@@ -40,6 +40,9 @@ pub struct NiftiHeaderInfo {
     pub transform: TransformSource,
     /// Voxel-to-world matrix in RAS, as nibabel's `img.affine`.
     pub affine_ras: [[f64; 4]; 4],
+    /// Why the transform is not the one the codes name first (a sheared sform replaced
+    /// by the qform), for `glandseg info`.
+    pub transform_note: Option<String>,
 }
 
 impl NiftiHeaderInfo {
@@ -115,16 +118,49 @@ pub(crate) fn datatype_name(code: i16) -> Option<(&'static str, i16)> {
 /// Picks the transform as the standard says (sform if `sform_code > 0`, else qform if
 /// `qform_code > 0`, else `diag(pixdim)`), and returns it as a RAS matrix.
 ///
+/// A sheared sform (voxel axes not at right angles) cannot be an orthogonal grid, and
+/// orthogonalising it would move voxels silently (by up to hundreds of mm at the far
+/// corner of a large image, where nibabel keeps the full affine). Then the qform, which is
+/// orthogonal by construction, places the image when its code is set and it is usable
+/// (`transform_note` says so); otherwise the file is refused with the shear in the message.
+///
 /// The pixdim-only case follows the NIfTI-1 standard's "method 1" (`x = pixdim[1] * i`,
 /// no offset), as `shared/LABELS.md` asks; ITK (and so 3D Slicer) does the same through
 /// nifti1_io. nibabel differs here: its `get_base_affine` centres the image and flips x
 /// (the Analyze convention), so for such files glandseg and nibabel disagree by design.
 /// No file in the test data relies on this case (all sidecars say "sform").
-pub(crate) fn choose_affine(h: &mut NiftiHeaderInfo) {
+pub(crate) fn choose_affine(h: &mut NiftiHeaderInfo) -> Result<(), String> {
     if h.sform_code > 0 {
-        h.transform = TransformSource::Sform;
-        for r in 0..3 {
-            h.affine_ras[r] = h.srow[r];
+        let mut sform = [[0.0; 4]; 4];
+        sform[..3].copy_from_slice(&h.srow);
+        sform[3] = [0.0, 0.0, 0.0, 1.0];
+        match shear_of(&sform, h.spatial_shape()) {
+            None => {
+                h.transform = TransformSource::Sform;
+                h.affine_ras = sform;
+            }
+            Some(shear) => {
+                let qform = qform_affine(h.quatern_bcd, h.qoffset, &h.pixdim, h.version == 1);
+                let usable = h.qform_code > 0
+                    && qform.iter().flatten().all(|v| v.is_finite())
+                    && Geometry::from_affine(h.spatial_shape(), &qform).is_ok();
+                if !usable {
+                    return Err(format!(
+                        "the sform (srow_x/y/z, sform_code {}) is sheared: {shear}; glandseg \
+                         keeps every grid orthogonal and will not move voxels silently, and \
+                         there is no usable qform (qform_code {}) to place the image instead; \
+                         resample the image onto an orthogonal grid first",
+                        h.sform_code, h.qform_code
+                    ));
+                }
+                h.transform = TransformSource::Qform;
+                h.affine_ras = qform;
+                h.transform_note = Some(format!(
+                    "the sform (sform_code {}) is sheared ({shear}); the qform (qform_code {}) \
+                     places the image instead",
+                    h.sform_code, h.qform_code
+                ));
+            }
         }
     } else if h.qform_code > 0 {
         h.transform = TransformSource::Qform;
@@ -137,8 +173,79 @@ pub(crate) fn choose_affine(h: &mut NiftiHeaderInfo) {
         }
     }
     h.affine_ras[3] = [0.0, 0.0, 0.0, 1.0];
+    Ok(())
 }
 
+/// `None` when the affine's columns are orthogonal (every voxel of `shape` within 1 % of
+/// the smallest voxel size of where the orthogonalised grid puts it) or the affine is
+/// unusable anyway (zero columns: [`NiftiHeaderInfo::geometry`] says so); otherwise the
+/// angles between the voxel axes and how far orthogonalising would move the farthest voxel.
+fn shear_of(m: &[[f64; 4]; 4], shape: [usize; 3]) -> Option<String> {
+    let ortho = Geometry::from_affine(shape, m).ok()?;
+    let mut worst: f64 = 0.0;
+    for corner in 0..8 {
+        let ijk = [0, 1, 2].map(|a| {
+            if corner & (1 << a) != 0 {
+                shape[a].saturating_sub(1) as f64
+            } else {
+                0.0
+            }
+        });
+        let w = ortho.index_to_world(ijk);
+        let d: f64 = (0..3)
+            .map(|r| {
+                let x = m[r][3] + (0..3).map(|c| m[r][c] * ijk[c]).sum::<f64>();
+                (x - w[r]).powi(2)
+            })
+            .sum::<f64>()
+            .sqrt();
+        worst = worst.max(d);
+    }
+    let min_spacing = ortho.spacing.iter().cloned().fold(f64::INFINITY, f64::min);
+    if worst <= 0.01 * min_spacing {
+        return None;
+    }
+    let col = |c: usize| [m[0][c], m[1][c], m[2][c]];
+    let angle = |a: usize, b: usize| {
+        let (u, v) = (col(a), col(b));
+        let dot: f64 = (0..3).map(|r| u[r] * v[r]).sum();
+        let n = |x: [f64; 3]| (x[0] * x[0] + x[1] * x[1] + x[2] * x[2]).sqrt();
+        (dot / (n(u) * n(v))).clamp(-1.0, 1.0).acos().to_degrees()
+    };
+    Some(format!(
+        "its voxel axes meet at i-j {:.2}, i-k {:.2}, j-k {:.2} degrees instead of 90, and an \
+         orthogonal grid would move voxels by up to {worst:.1} mm",
+        angle(0, 1),
+        angle(0, 2),
+        angle(1, 2)
+    ))
+}
+
+/// Why an intent code is not an image of one value per voxel, or `None` for the intents
+/// that are: none (0), statistics (2-24), estimate, label, NeuroNames label,
+/// dimensionless values (1001-1003, 1011) and time series (2001).
+pub(crate) fn non_image_intent(code: i32) -> Option<String> {
+    let what = match code {
+        0 | 2..=24 | 1001..=1003 | 1011 | 2001 => return None,
+        1004 => "a general matrix per voxel (NIFTI_INTENT_GENMATRIX)",
+        1005 => "a symmetric matrix per voxel (NIFTI_INTENT_SYMMATRIX)",
+        1006 => "a displacement vector per voxel (NIFTI_INTENT_DISPVECT)",
+        1007 => "a vector per voxel (NIFTI_INTENT_VECTOR)",
+        1008 => "a point set (NIFTI_INTENT_POINTSET)",
+        1009 => "a triangle mesh (NIFTI_INTENT_TRIANGLE)",
+        1010 => "a quaternion per voxel (NIFTI_INTENT_QUATERNION)",
+        2002 => "surface node indices (NIFTI_INTENT_NODE_INDEX)",
+        2003 => "RGB colours per voxel (NIFTI_INTENT_RGB_VECTOR)",
+        2004 => "RGBA colours per voxel (NIFTI_INTENT_RGBA_VECTOR)",
+        2005 => "surface shape values (NIFTI_INTENT_SHAPE)",
+        2006..=2099 => "an FSL warp field or spline coefficients",
+        3000..=3099 => "a CIFTI-2 file (grayordinates and connectivity, not voxels)",
+        _ => "an intent glandseg does not know",
+    };
+    Some(format!(
+        "intent_code {code} says the file holds {what}, not an image of one value per voxel"
+    ))
+}
 /// The qform matrix of the NIfTI-1 standard (`nifti_quatern_to_mat44`).
 ///
 /// `single_precision`: NIfTI-1 stores the quaternion as float32 and nibabel computes

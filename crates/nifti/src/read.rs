@@ -3,7 +3,9 @@
 //! field, and the voxels converted to f32 with the header's scaling.
 
 use crate::error::NiftiError;
-use crate::header::{choose_affine, datatype_name, NiftiHeaderInfo, TransformSource};
+use crate::header::{
+    choose_affine, datatype_name, non_image_intent, NiftiHeaderInfo, TransformSource,
+};
 use glandseg_core::{Geometry, Volume};
 use rayon::prelude::*;
 use std::io::Read;
@@ -115,6 +117,7 @@ fn parse_v2(b: &[u8], big: bool) -> NiftiHeaderInfo {
         descrip: c.text(240, 80),
         transform: TransformSource::Pixdim,
         affine_ras: [[0.0; 4]; 4],
+        transform_note: None,
     }
 }
 
@@ -161,6 +164,7 @@ fn parse_v1(path: &Path, b: &[u8]) -> Result<NiftiHeaderInfo, NiftiError> {
             .to_string(),
         transform: TransformSource::Pixdim,
         affine_ras: [[0.0; 4]; 4],
+        transform_note: None,
     })
 }
 
@@ -239,6 +243,22 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<NiftiHeaderInfo, NiftiError> {
             ));
         }
     }
+    if let Some(why) = non_image_intent(h.intent_code) {
+        return Err(NiftiError::invalid(path, why));
+    }
+    for a in 5..=nd as usize {
+        if h.dim[a] > 1 {
+            return Err(NiftiError::invalid(
+                path,
+                format!(
+                    "dim[{a}] = {}: NIfTI's 5th to 7th dimensions hold several values per voxel \
+                     (vectors, tensors, CIFTI), so this is not an image (dim = {:?})",
+                    h.dim[a],
+                    &h.dim[..=nd as usize]
+                ),
+            ));
+        }
+    }
     for a in 1..=3 {
         if (a as i64) <= nd && !(h.pixdim[a].is_finite() && h.pixdim[a] > 0.0) {
             return Err(NiftiError::invalid(
@@ -250,7 +270,7 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<NiftiHeaderInfo, NiftiError> {
             h.pixdim[a] = 1.0;
         }
     }
-    choose_affine(&mut h);
+    choose_affine(&mut h).map_err(|msg| NiftiError::invalid(path, msg))?;
     Ok(h)
 }
 

@@ -161,43 +161,20 @@ pub fn load_case(found: &FoundCase) -> Result<InputCase> {
     }
 }
 
-/// CT + PET (SUVbw) of one DICOM study.
+/// CT + PET (SUVbw) of one DICOM study, through the study loader `convert` and `info`
+/// use too ([`glandseg_dicom::study`]: same series choice, same QIBA series SUV factor).
 pub fn dicom_case(dir: &Path) -> Result<InputCase> {
-    let scan = glandseg_dicom::scan_folder(dir)?;
-    let ct = scan
-        .series
-        .iter()
-        .filter(|s| s.modality == "CT")
-        .max_by_key(|s| s.slices.len())
-        .ok_or_else(|| PredictError::Input(format!("{}: no CT series found", dir.display())))?;
-    let pt = scan
-        .series
-        .iter()
-        .filter(|s| s.modality == "PT" && s.frame_of_reference_uid == ct.frame_of_reference_uid)
-        .max_by_key(|s| s.slices.len())
-        .ok_or_else(|| {
-            PredictError::Input(format!(
-                "{}: no PET series shares the CT's FrameOfReferenceUID {}",
-                dir.display(),
-                ct.frame_of_reference_uid
-            ))
-        })?;
-    let ct_loaded = glandseg_dicom::load_series(ct)?;
-    let source = glandseg_dicom::SourceSeries::from_loaded(&ct_loaded)?;
-    let ct_vol = ct_loaded.volume;
-    let pet = glandseg_dicom::load_series(pt)?;
-    let first = &pet.sorted[0].path;
-    let f = glandseg_dicom::suv::suv_factors_of_file(first)
-        .map_err(|e| PredictError::Input(format!("{}: SUV: {e}", first.display())))?;
-    let suv = pet.volume.map(|v| (*v as f64 * f.suvbw) as f32);
+    let study = glandseg_dicom::load_study(dir)?;
+    let source = glandseg_dicom::SourceSeries::from_loaded(&study.ct)?;
     let id = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "case".into());
+    let sources = vec![study.ct.sorted[0].path.clone(), study.suv.slice.clone()];
     Ok(InputCase {
         id,
-        images: vec![ct_vol, suv],
-        sources: vec![ct.slices[0].path.clone(), first.clone()],
+        images: vec![study.ct.volume, study.pet_suv],
+        sources,
         dicom_ct: Some(source),
     })
 }
