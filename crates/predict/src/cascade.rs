@@ -203,7 +203,16 @@ pub fn plan_boxes(
             // A stage-1 gland larger than any seen in training (a weak or confused coarse
             // network) is cut to 1.5 times the atlas's largest extent around its centroid,
             // so one box cannot swallow the other side's gland.
-            Some(b) => (Some(limit_to_atlas(g, *b, v, &found, atlas)), "stage1"),
+            Some(b) => (
+                Some(limit_to_atlas(
+                    g,
+                    grow_to_atlas(g, *b, v, &found, atlas),
+                    v,
+                    &found,
+                    atlas,
+                )),
+                "stage1",
+            ),
             None => match atlas.expected_box(v, &found) {
                 Some((c, h)) => (world_box(g, c, h), "atlas"),
                 None => (None, "none"),
@@ -233,6 +242,38 @@ pub fn plan_boxes(
             }
         }
         out.push(entry);
+    }
+    out
+}
+
+/// `found_box` of gland `v` grown to hold the atlas's largest half-extent of that gland
+/// around the stage-1 centroid. A coarse network that found only part of a gland (a
+/// fatty, low-uptake parotid) would otherwise give a box that cuts the gland, and stage
+/// 2 can only outline what its box holds.
+fn grow_to_atlas(
+    g: &glandseg_core::Geometry,
+    found_box: ([usize; 3], [usize; 3]),
+    v: u8,
+    found: &[(u8, [f64; 3])],
+    atlas: &GlandAtlas,
+) -> ([usize; 3], [usize; 3]) {
+    let Some(m) = atlas.labels.iter().position(|&x| x == v) else {
+        return found_box;
+    };
+    let half = atlas.half_extent_mm[m];
+    let Some(&(_, centre)) = found.iter().find(|(x, _)| *x == v) else {
+        return found_box;
+    };
+    if half.iter().any(|&h| h <= 0.0) {
+        return found_box;
+    }
+    let Some((lo, hi)) = world_box(g, centre, half) else {
+        return found_box;
+    };
+    let mut out = found_box;
+    for a in 0..3 {
+        out.0[a] = out.0[a].min(lo[a]);
+        out.1[a] = out.1[a].max(hi[a]);
     }
     out
 }

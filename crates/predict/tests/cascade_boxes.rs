@@ -115,6 +115,34 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     let right = voxel_boxes(&truth)[&lac_right];
     assert!(centre(b.lo, b.hi)[0] > centre(right.0, right.1)[0]);
 
+    // Stage 1 found only the upper half of the left parotid (a fatty, low-uptake gland
+    // seen in part): the box still holds the gland, grown to the atlas's extent.
+    let par_left = map.value("parotid_left").unwrap();
+    let ks: Vec<usize> = truth
+        .data()
+        .indexed_iter()
+        .filter(|(_, &v)| v == par_left)
+        .map(|((k, _, _), _)| k)
+        .collect();
+    let mid = (ks.iter().min().unwrap() + ks.iter().max().unwrap()) / 2;
+    let part = {
+        let mut p = truth.clone();
+        for ((k, j, i), v) in truth.data().indexed_iter() {
+            if *v == par_left && k < mid {
+                p.set(i, j, k, 0);
+            }
+        }
+        p
+    };
+    let boxes = plan_boxes(&part, &map, &spec, &atlas, tile);
+    let b = boxes.iter().find(|b| b.label == par_left).unwrap();
+    assert_eq!(b.source, "stage1");
+    let cover = covered(&truth, par_left, b.lo, b.hi);
+    assert!(
+        cover >= 0.95,
+        "box of a half-found parotid holds {cover:.2} of it: {b:?}"
+    );
+
     // Nothing found at all: no box can be placed, and none is invented.
     let empty = truth.map(|_| 0u8);
     let boxes = plan_boxes(&empty, &map, &spec, &atlas, tile);
