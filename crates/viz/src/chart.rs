@@ -317,3 +317,70 @@ mod tests {
         assert!(b.pixels().filter(|p| **p == COLORS[0]).count() > 20);
     }
 }
+
+/// One series of a [`points_and_curves`] chart: measured points and a fitted curve.
+pub struct PointsCurve {
+    /// Legend text.
+    pub name: String,
+    /// Measured (x, y), drawn as squares.
+    pub points: Vec<(f64, f64)>,
+    /// Fitted (x, y), drawn as a line.
+    pub curve: Vec<(f64, f64)>,
+}
+
+/// Points with a fitted curve per series on common axes (e.g. time-activity curves).
+pub fn points_and_curves(
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[PointsCurve],
+) -> RgbImage {
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    frame(&mut img, title, xlabel);
+    let all = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().chain(&s.curve).cloned())
+    };
+    let (xlo, xhi) = range(all().map(|p| p.0));
+    let (ylo, yhi) = range(all().map(|p| p.1));
+    ticks(&mut img, ylo, yhi, PAD_L, false, ylabel);
+    let (px0, py0, px1, py1) = (PAD_L, PAD_T, W as i64 - PAD_R, H as i64 - PAD_B);
+    let to_px = |(xv, yv): (f64, f64)| {
+        (
+            px0 + ((xv - xlo) / (xhi - xlo) * (px1 - px0) as f64) as i64,
+            py1 - ((yv - ylo) / (yhi - ylo) * (py1 - py0) as f64) as i64,
+        )
+    };
+    for (n, s) in series.iter().enumerate() {
+        let c = COLORS[n % COLORS.len()];
+        let pts: Vec<(i64, i64)> = s
+            .curve
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|&p| to_px(p))
+            .collect();
+        for w in pts.windows(2) {
+            line(&mut img, w[0], w[1], c);
+        }
+        for &p in s.points.iter().filter(|p| p.1.is_finite()) {
+            let (x, y) = to_px(p);
+            for d in -3..=3 {
+                line(&mut img, (x - 3, y + d), (x + 3, y + d), c);
+            }
+        }
+        let ly = PAD_T + 6 + 14 * n as i64;
+        line(&mut img, (px1 - 200, ly + 3), (px1 - 180, ly + 3), c);
+        draw_text(&mut img, px1 - 174, ly, &s.name, 1, c);
+    }
+    for (v, anchor) in [(xlo, px0), (xhi, px1)] {
+        let t = format!("{v:.0}");
+        let x = if anchor == px1 {
+            anchor - text_width(&t, 1) as i64
+        } else {
+            anchor
+        };
+        draw_text(&mut img, x, py1 + 6, &t, 1, Rgb([90, 90, 90]));
+    }
+    img
+}
