@@ -412,7 +412,7 @@ fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         .fold(0.0f64, |m, x| m.max(x.abs()));
     for c in 0..n {
         let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if !(a[p][c].abs() > 1e-13 * scale) {
+        if a[p][c].is_nan() || a[p][c].abs() <= 1e-13 * scale {
             return None;
         }
         a.swap(c, p);

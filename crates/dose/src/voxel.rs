@@ -171,7 +171,7 @@ fn smooth_len(n: usize) -> usize {
     loop {
         let mut x = m;
         for p in [2, 3, 5] {
-            while x % p == 0 {
+            while x / p * p == x {
                 x /= p;
             }
         }
