@@ -238,6 +238,11 @@ pub fn compute_dose(
             }
             .map_err(field)?;
             (f.clone(), vec![f], None)
+        } else if activity.iter().all(|&a| a <= 0.0) {
+            // Nothing to fit (the images miss the gland, or it took up nothing): TIA 0.
+            let zero = vec![0.0; activity.len()];
+            let t = crate::fit::trapezoid(&times, &zero, nu).map_err(field)?;
+            (t.clone(), vec![t], Some(0.0))
         } else {
             let tf = fit_tac(&times, &activity, nu).map_err(field)?;
             let mut all = tf.candidates.clone();
@@ -257,14 +262,20 @@ pub fn compute_dose(
         let mass_g = volume_ml * opt.density_g_ml;
         let dose = local_deposition_gy(nu, tia, mass_g);
         let sphere = sphere_model(nu, mass_g, opt.density_g_ml);
-        let caveat = (name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML).then(|| {
-            format!(
+        let mut caveats = Vec::new();
+        if activity.iter().all(|&a| a <= 0.0) {
+            caveats
+                .push("no positive activity measured in the gland at any time point".to_string());
+        }
+        if name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML {
+            caveats.push(format!(
                 "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
                  {:.1} mm across vs ~10-15 mm FWHM): partial-volume losses bias the activity \
                  and dose low (no recovery correction applied); treat as indicative only",
                 2.0 * sphere.radius_mm
-            )
-        });
+            ));
+        }
+        let caveat = (!caveats.is_empty()).then(|| caveats.join("; "));
         glands.push(GlandDose {
             label: value,
             name: name.to_string(),

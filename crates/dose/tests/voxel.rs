@@ -175,3 +175,78 @@ fn compute_dose_on_a_small_label_map() {
     assert_eq!(rep.glands[0].model, "madsen");
     assert!((rep.glands[0].tia_mbq_h - tia).abs() / tia < 1e-6);
 }
+
+/// Decay-corrected images, a density, a gland without activity, an image off the grid.
+#[test]
+fn compute_dose_options_and_bad_input() {
+    let g = Geometry::new([12, 12, 12], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0]);
+    let mut lab = vec![0u8; 1728];
+    for k in 2..10 {
+        for j in 2..10 {
+            for i in 2..6 {
+                lab[i + 12 * (j + 12 * k)] = 1; // 256 voxels, 2.048 mL
+                lab[(i + 5) + 12 * (j + 12 * k)] = 3; // no activity
+            }
+        }
+    }
+    let labels = Volume::from_vec(g.clone(), lab.clone()).unwrap();
+    let nu = lu();
+    let lam_bio = 2f64.ln() / 60.0;
+    let conc0 = 2e6 / 2.048; // 2 MBq
+                             // Decay-corrected to injection: only the biological clearance is left in the images.
+    let tps: Vec<TimePoint> = [4.0, 24.0, 72.0, 168.0]
+        .iter()
+        .map(|&t| TimePoint {
+            time_h: t,
+            activity: Volume::from_vec(
+                g.clone(),
+                lab.iter()
+                    .map(|&l| {
+                        if l == 1 {
+                            (conc0 * (-lam_bio * t).exp()) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+        })
+        .collect();
+    let mut opt = DoseOptions::new(nu.clone());
+    opt.decay_corrected = true;
+    opt.density_g_ml = 1.05;
+    let (rep, _) = compute_dose(&labels, &LabelMap::default(), &tps, &opt).unwrap();
+    let lam = lam_bio + nu.lambda_per_h();
+    let tia = 2.0 / lam;
+    let gl = &rep.glands[0];
+    assert_eq!(gl.model, "mono_exp");
+    assert!(
+        (gl.tia_mbq_h - tia).abs() / tia < 1e-4,
+        "{} vs {tia}",
+        gl.tia_mbq_h
+    );
+    assert!((gl.mass_g - 2.048 * 1.05).abs() < 1e-9);
+    let d = tia * nu.electron_gy_g_per_mbq_h() / (2.048 * 1.05);
+    assert!((gl.dose_gy - d).abs() / d < 1e-4);
+    assert!((gl.t_eff_h.unwrap() - 2f64.ln() / lam).abs() < 1e-3);
+    // The empty gland: TIA 0 and a caveat, not an error.
+    let empty = &rep.glands[1];
+    assert_eq!(empty.tia_mbq_h, 0.0);
+    assert!(empty
+        .caveat
+        .as_deref()
+        .unwrap()
+        .contains("no positive activity"));
+    // An activity image on another grid is refused by the library (the CLI resamples).
+    let off = TimePoint {
+        time_h: 200.0,
+        activity: Volume::filled(g.with_spacing([2.5, 2.0, 2.0]), 0f32),
+    };
+    let mut bad: Vec<TimePoint> = tps;
+    bad.push(off);
+    let e = compute_dose(&labels, &LabelMap::default(), &bad, &opt)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("activity:") && e.contains("200 h"), "{e}");
+}
