@@ -109,18 +109,25 @@ impl ModelFit {
     pub fn activity(&self, t: f64) -> Option<f64> {
         let p = &self.params;
         match self.model {
-            Model::MonoExp => Some(p[0] * (-p[1] * t).exp()),
-            Model::BiExpUptake => Some(p[0] * ((-p[1] * t).exp() - (-p[2] * t).exp())),
-            Model::TriExp => Some(
-                p[0] * (-p[2] * t).exp() + p[1] * (-p[3] * t).exp()
-                    - (p[0] + p[1]) * (-p[4] * t).exp(),
-            ),
+            Model::MonoExp | Model::BiExpUptake | Model::TriExp => exp_model(self.model, p, t),
             Model::Hanscheid | Model::Madsen => {
                 let lam = LN_2 / self.t_eff_h?;
                 Some(p[1] * (-lam * (t - p[0])).exp())
             }
             Model::Trapezoid => None,
         }
+    }
+}
+
+/// The exponential models' activity at `t` from natural parameters.
+fn exp_model(model: Model, p: &[f64], t: f64) -> Option<f64> {
+    match model {
+        Model::MonoExp => Some(p[0] * (-p[1] * t).exp()),
+        Model::BiExpUptake => Some(p[0] * ((-p[1] * t).exp() - (-p[2] * t).exp())),
+        Model::TriExp => Some(
+            p[0] * (-p[2] * t).exp() + p[1] * (-p[3] * t).exp() - (p[0] + p[1]) * (-p[4] * t).exp(),
+        ),
+        _ => None,
     }
 }
 
@@ -285,17 +292,7 @@ struct Problem<'a> {
 
 impl Problem<'_> {
     fn eval(&self, p: &[f64], t: f64) -> f64 {
-        ModelFit {
-            model: self.model,
-            params: p.to_vec(),
-            tia_mbq_h: 0.0,
-            tia_sd_mbq_h: None,
-            t_eff_h: None,
-            wrss: None,
-            aicc: None,
-        }
-        .activity(t)
-        .unwrap_or(f64::NAN)
+        exp_model(self.model, p, t).unwrap_or(f64::NAN)
     }
 
     fn residuals(&self, th: &[f64]) -> Vec<f64> {
@@ -371,10 +368,14 @@ impl Problem<'_> {
                 let c = self.cost(&cand);
                 if c < cost {
                     let rel = (cost - c) / cost.max(1e-300);
+                    let moved = th
+                        .iter()
+                        .zip(&cand)
+                        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
                     th = cand;
                     cost = c;
                     mu = (mu / 3.0).max(1e-12);
-                    improved = rel > 1e-14;
+                    improved = rel > 1e-12 && moved > 1e-10;
                     break;
                 }
                 mu *= 4.0;
@@ -462,8 +463,8 @@ fn amplitude(prob: &Problem, shape: impl Fn(f64) -> f64) -> f64 {
 /// Fits one model from a grid of starting rates; None when nothing finite came out.
 fn fit_model(model: Model, prob: &Problem) -> Option<ModelFit> {
     let lp = prob.lp;
-    let bio = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1];
-    let gaps = [0.02, 0.1, 0.5, 2.0];
+    let bio = [1e-4, 1e-3, 1e-2, 0.1];
+    let gaps = [0.03, 0.3, 3.0];
     let mut starts: Vec<Vec<f64>> = Vec::new();
     match model {
         Model::MonoExp => {
@@ -484,7 +485,7 @@ fn fit_model(model: Model, prob: &Problem) -> Option<ModelFit> {
             }
         }
         Model::TriExp => {
-            for &b in &bio[1..] {
+            for &b in &bio {
                 for &d in &[0.01, 0.05, 0.2] {
                     for &e in &[0.1, 1.0] {
                         let (l1, l2) = (lp + b, lp + b + d);

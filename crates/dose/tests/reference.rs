@@ -157,3 +157,47 @@ fn bad_input_names_the_field() {
     let e = Nuclide::lookup("Tc-99m").unwrap_err().to_string();
     assert!(e.starts_with("nuclide:") && e.contains("Tc-99m"), "{e}");
 }
+
+/// The covariance's TIA standard deviation against the spread of fitted TIAs over noisy
+/// repeats (5 % proportional Gaussian noise, deterministic generator): same order.
+#[test]
+fn fit_uncertainty_matches_monte_carlo_spread() {
+    let times = [4.0, 24.0, 48.0, 96.0, 168.0];
+    let mut state: u64 = 12345;
+    let mut uniform = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut gauss = || {
+        let (u, v) = (uniform(), uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    };
+    let (mut tias, mut sds) = (Vec::new(), Vec::new());
+    for _ in 0..200 {
+        let acts: Vec<f64> = times
+            .iter()
+            .map(|&t| mono(t) * (1.0 + 0.05 * gauss()))
+            .collect();
+        let f = fit_tac(&times, &acts, &lu()).unwrap();
+        if f.chosen.model == Model::MonoExp {
+            tias.push(f.chosen.tia_mbq_h);
+            sds.push(f.chosen.tia_sd_mbq_h.unwrap());
+        }
+    }
+    let n = tias.len() as f64;
+    let mean = tias.iter().sum::<f64>() / n;
+    let spread = (tias.iter().map(|t| (t - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let rms_sd = (sds.iter().map(|s| s * s).sum::<f64>() / n).sqrt();
+    println!(
+        "{} of 200 mono: mean TIA {mean:.2} (truth 605.93), spread {spread:.2}, covariance SD (rms) {rms_sd:.2}",
+        tias.len()
+    );
+    assert!(tias.len() > 170);
+    assert!((mean / 605.93 - 1.0).abs() < 0.01);
+    assert!(
+        rms_sd / spread > 0.67 && rms_sd / spread < 1.5,
+        "{rms_sd} vs {spread}"
+    );
+}
