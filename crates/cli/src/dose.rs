@@ -34,6 +34,14 @@ pub struct DoseArgs {
     /// Voxel-S-value kernel truncation radius in mm.
     #[arg(long = "kernel-mm", default_value_t = 30.0)]
     kernel_mm: f64,
+    /// Relative standard uncertainty (%) of the activity calibration, added in quadrature
+    /// to the fit's in dose_uncertainty_pct.
+    #[arg(long = "calibration-uncertainty-pct")]
+    calibration_uncertainty_pct: Option<f64>,
+    /// Relative standard uncertainty (%) of the gland volumes, added in quadrature to the
+    /// fit's in dose_uncertainty_pct.
+    #[arg(long = "volume-uncertainty-pct")]
+    volume_uncertainty_pct: Option<f64>,
     /// Output folder: dose.json, dose.csv, dose_map.nii.gz, tac.png.
     #[arg(long, short)]
     out: PathBuf,
@@ -131,6 +139,8 @@ pub fn run(a: DoseArgs) -> Result<()> {
     opt.population_t_eff_h = a.population_t_eff;
     opt.decay_corrected = a.decay_corrected;
     opt.kernel_truncation_mm = a.kernel_mm;
+    opt.calibration_uncertainty_pct = a.calibration_uncertainty_pct;
+    opt.volume_uncertainty_pct = a.volume_uncertainty_pct;
     let (report, dose_map) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
     glandseg_dose::write_outputs(&a.out, &report)?;
     glandseg_nifti::write_volume(&a.out.join("dose_map.nii.gz"), &dose_map)?;

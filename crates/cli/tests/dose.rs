@@ -153,6 +153,10 @@ fn dose_recovers_tia_and_dose_per_gland() {
         "Lu-177".into(),
         "--injected-mbq".into(),
         "7400".into(),
+        "--calibration-uncertainty-pct".into(),
+        "3".into(),
+        "--volume-uncertainty-pct".into(),
+        "4".into(),
         "-o".into(),
         out.display().to_string(),
     ];
@@ -195,6 +199,9 @@ fn dose_recovers_tia_and_dose_per_gland() {
         assert!((tia / gl.tia() - 1.0).abs() < 0.05, "{}", r["name"]);
         assert!((dose / dose_true - 1.0).abs() < 0.10, "{}", r["name"]);
         assert!((vmean / dose_true - 1.0).abs() < 0.10, "{}", r["name"]);
+        // Noiseless TACs: the dose uncertainty is calibration (3 %) and volume (4 %).
+        let du = r["dose_uncertainty_pct"].as_f64().unwrap();
+        assert!((du - 5.0).abs() < 0.01, "{du}");
         let per_gbq = r["dose_gy_per_gbq"].as_f64().unwrap();
         assert!((per_gbq - dose / 7.4).abs() < 1e-9);
         let expect_model = if gl.t_up == 0.0 {

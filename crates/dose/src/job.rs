@@ -43,6 +43,12 @@ pub struct DoseOptions {
     pub decay_corrected: bool,
     /// Voxel-S-value kernel truncation radius, mm.
     pub kernel_truncation_mm: f64,
+    /// Relative standard uncertainty of the activity calibration (quantitative SPECT
+    /// calibration factor), %: common to every time point, so it scales the TIA.
+    pub calibration_uncertainty_pct: Option<f64>,
+    /// Relative standard uncertainty of the gland volume (segmentation), %: enters the
+    /// dose through the mass.
+    pub volume_uncertainty_pct: Option<f64>,
 }
 
 impl DoseOptions {
@@ -55,6 +61,8 @@ impl DoseOptions {
             population_t_eff_h: None,
             decay_corrected: false,
             kernel_truncation_mm: 30.0,
+            calibration_uncertainty_pct: None,
+            volume_uncertainty_pct: None,
         }
     }
 }
@@ -85,6 +93,9 @@ pub struct GlandDose {
     pub tia_trapezoid_mbq_h: Option<f64>,
     /// Relative uncertainty of TIA and dose from the fit covariance, %.
     pub uncertainty_pct: Option<f64>,
+    /// Relative uncertainty of the organ dose, %: the fit's, the calibration's and the
+    /// volume's combined in quadrature (treated as independent; see the module).
+    pub dose_uncertainty_pct: Option<f64>,
     /// Organ-level dose, local electron deposition, Gy.
     pub dose_gy: f64,
     /// Organ-level dose, unit-density sphere model (electrons + photon self-dose), Gy.
@@ -150,6 +161,22 @@ pub fn compute_dose(
                 "injected_mbq",
                 format!("must be > 0 MBq, got {a}"),
             ));
+        }
+    }
+    for (field, v) in [
+        (
+            "calibration_uncertainty_pct",
+            opt.calibration_uncertainty_pct,
+        ),
+        ("volume_uncertainty_pct", opt.volume_uncertainty_pct),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(DoseError::invalid(
+                    field,
+                    format!("must be 0-100 %, got {v}"),
+                ));
+            }
         }
     }
     let g = labels.geometry();
@@ -288,6 +315,11 @@ pub fn compute_dose(
             tia_mbq_h: tia,
             tia_trapezoid_mbq_h: trap,
             uncertainty_pct: chosen.uncertainty_pct(),
+            dose_uncertainty_pct: combined_uncertainty(
+                chosen.uncertainty_pct(),
+                opt.calibration_uncertainty_pct,
+                opt.volume_uncertainty_pct,
+            ),
             dose_gy: dose,
             dose_gy_sphere: tia * sphere.s_gy_per_mbq_h,
             dose_gy_voxel_mean: None,
@@ -353,12 +385,30 @@ pub fn compute_dose(
             "dose_gy_sphere = TIA * (phi_e k_e + phi_g k_g) / mass_g, unit-density sphere, straight-line electrons, exp(-mu_en 3R/4) photons",
             "dose map: voxel TIA (per-voxel trapezoid, rescaled to the gland TIA) convolved (FFT) with a voxel-S-value kernel (local electrons + photon point kernel, truncated)",
             "uncertainty_pct: TIA standard deviation from the fit covariance (delta method) only",
+            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2), components treated as independent (a simplified EANM 2018 propagation)",
         ],
         glands,
         absent,
     };
     let vol = Volume::from_vec(g.clone(), dose_map)?;
     Ok((report, vol))
+}
+
+/// √(fit² + calibration² + volume²) over the components that are known (%); None when
+/// none is. The calibration factor is common to all time points, so its relative
+/// uncertainty carries into the TIA unchanged; the volume's enters through the mass.
+/// Independence is assumed: the EANM guidance (Gear et al. 2018) also correlates volume
+/// and recovered activity, which this leaves out.
+pub fn combined_uncertainty(
+    fit_pct: Option<f64>,
+    calibration_pct: Option<f64>,
+    volume_pct: Option<f64>,
+) -> Option<f64> {
+    let parts: Vec<f64> = [fit_pct, calibration_pct, volume_pct]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.iter().map(|p| p * p).sum::<f64>().sqrt())
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -369,12 +419,12 @@ fn opt(v: Option<f64>) -> String {
 pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
     glandseg_core::atomic::write_json(&dir.join("dose.json"), report)?;
     let mut s = String::from(
-        "label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h,tia_trapezoid_mbq_h,uncertainty_pct,\
+        "label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h,tia_trapezoid_mbq_h,uncertainty_pct,dose_uncertainty_pct,\
          dose_gy,dose_gy_sphere,dose_gy_voxel_mean,dose_gy_per_gbq,d2_gy,d50_gy,d98_gy,v20gy_pct,caveat\n",
     );
     for g in &report.glands {
         s.push_str(&format!(
-            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{:.6},{:.6},{},{},{},{},{},{},\"{}\"\n",
+            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},\"{}\"\n",
             g.label,
             g.name,
             g.volume_ml,
@@ -384,6 +434,7 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
             g.tia_mbq_h,
             opt(g.tia_trapezoid_mbq_h),
             opt(g.uncertainty_pct),
+            opt(g.dose_uncertainty_pct),
             g.dose_gy,
             g.dose_gy_sphere,
             opt(g.dose_gy_voxel_mean),

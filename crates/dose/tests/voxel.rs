@@ -216,6 +216,8 @@ fn compute_dose_options_and_bad_input() {
     let mut opt = DoseOptions::new(nu.clone());
     opt.decay_corrected = true;
     opt.density_g_ml = 1.05;
+    opt.calibration_uncertainty_pct = Some(3.0);
+    opt.volume_uncertainty_pct = Some(4.0);
     let (rep, _) = compute_dose(&labels, &LabelMap::default(), &tps, &opt).unwrap();
     let lam = lam_bio + nu.lambda_per_h();
     let tia = 2.0 / lam;
@@ -230,6 +232,8 @@ fn compute_dose_options_and_bad_input() {
     let d = tia * nu.electron_gy_g_per_mbq_h() / (2.048 * 1.05);
     assert!((gl.dose_gy - d).abs() / d < 1e-4);
     assert!((gl.t_eff_h.unwrap() - 2f64.ln() / lam).abs() < 1e-3);
+    // Noiseless fit: the dose uncertainty is the calibration's and the volume's, 5 %.
+    assert!((gl.dose_uncertainty_pct.unwrap() - 5.0).abs() < 1e-3);
     // The empty gland: TIA 0 and a caveat, not an error.
     let empty = &rep.glands[1];
     assert_eq!(empty.tia_mbq_h, 0.0);
