@@ -1,6 +1,6 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use glandseg_core::{geometry::GRID_TOLERANCE, Volume};
+use glandseg_core::{geometry::GRID_TOLERANCE, Geometry, Volume};
 use glandseg_dose::{DoseOptions, Nuclide, TimePoint};
 use glandseg_ops::resample::{resample, Interpolation};
 use std::path::{Path, PathBuf};
@@ -67,7 +67,15 @@ fn parse_activity(s: &str) -> Result<(f64, PathBuf)> {
     Ok((t, PathBuf::from(p)))
 }
 
-fn on_grid(path: &Path, t: f64, labels: &Volume<u8>) -> Result<Volume<f32>> {
+/// The activity image at `path` on the dose region's grid (`labels`: the cropped label
+/// map; `full`: the whole label grid; `region`: the crop).
+fn on_grid(
+    path: &Path,
+    t: f64,
+    labels: &Volume<u8>,
+    full: &Geometry,
+    region: ([usize; 3], [usize; 3]),
+) -> Result<Volume<f32>> {
     if !path.exists() {
         bail!("--activity {t}={}: file not found", path.display());
     }
@@ -75,6 +83,11 @@ fn on_grid(path: &Path, t: f64, labels: &Volume<u8>) -> Result<Volume<f32>> {
         .with_context(|| format!("--activity {t}={}", path.display()))?;
     if v.geometry().same_grid(labels.geometry(), GRID_TOLERANCE) {
         return Ok(v);
+    }
+    if v.geometry().same_grid(full, GRID_TOLERANCE) {
+        // On the label map's grid: keep the dose region only.
+        let (lo, hi) = region;
+        return Ok(v.crop(lo, hi)?);
     }
     eprintln!(
         "note: {} is not on the label map's grid; resampling it onto it (trilinear)",
@@ -123,16 +136,7 @@ pub fn run(a: DoseArgs) -> Result<()> {
         a.kernel_mm
     );
     let map = crate::label_map(a.label_names.as_deref())?;
-    let labels = glandseg_nifti::read_labels(&a.labels).context("--labels")?;
-    let tps: Vec<TimePoint> = inputs
-        .iter()
-        .map(|(t, p)| {
-            Ok(TimePoint {
-                time_h: *t,
-                activity: on_grid(p, *t, &labels)?,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let full_labels = glandseg_nifti::read_labels(&a.labels).context("--labels")?;
     let mut opt = DoseOptions::new(nuclide);
     opt.injected_mbq = a.injected_mbq;
     opt.density_g_ml = a.density;
@@ -141,8 +145,39 @@ pub fn run(a: DoseArgs) -> Result<()> {
     opt.kernel_truncation_mm = a.kernel_mm;
     opt.calibration_uncertainty_pct = a.calibration_uncertainty_pct;
     opt.volume_uncertainty_pct = a.volume_uncertainty_pct;
-    let (report, dose_map) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
+    // Work in the glands' box grown by the kernel radius only: a CT-grid label map of a
+    // whole body would otherwise hold every activity image at full size several times.
+    let Some((lo, hi)) = glandseg_dose::job::region_of_interest(&full_labels, &map, &opt) else {
+        bail!(
+            "--labels {}: no voxel carries any of the label map's gland labels",
+            a.labels.display()
+        );
+    };
+    let labels = full_labels.crop(lo, hi)?;
+    let full = full_labels.geometry().clone();
+    let tps: Vec<TimePoint> = inputs
+        .iter()
+        .map(|(t, p)| {
+            Ok(TimePoint {
+                time_h: *t,
+                activity: on_grid(p, *t, &labels, &full, (lo, hi))?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let (report, dose_box) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
     glandseg_dose::write_outputs(&a.out, &report)?;
+    // The dose map on the full label grid (0 outside the box).
+    let mut dose_map = Volume::filled(full.clone(), 0f32);
+    let d = dose_box.as_slice();
+    let [bx, by, _] = dose_box.shape();
+    let [nx, ny, _] = full.shape;
+    for k in lo[2]..hi[2] {
+        for j in lo[1]..hi[1] {
+            let src = bx * ((j - lo[1]) + by * (k - lo[2]));
+            let dst = lo[0] + nx * (j + ny * k);
+            dose_map.as_slice_mut()[dst..dst + bx].copy_from_slice(&d[src..src + bx]);
+        }
+    }
     glandseg_nifti::write_volume(&a.out.join("dose_map.nii.gz"), &dose_map)?;
     let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
     println!(

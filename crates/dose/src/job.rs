@@ -135,6 +135,24 @@ pub struct DoseReport {
     pub absent: Vec<String>,
 }
 
+/// The voxel box `[lo, hi)` the dose map is computed in: the bounding box of the map's
+/// glands grown by the kernel radius, clipped to the grid; None without any gland voxel.
+/// A caller with a large grid (a CT-grid label map) can crop the labels and resample the
+/// activity images onto this box only, and embed the dose map back.
+pub fn region_of_interest(
+    labels: &Volume<u8>,
+    map: &LabelMap,
+    opt: &DoseOptions,
+) -> Option<([usize; 3], [usize; 3])> {
+    let g = labels.geometry();
+    let (lo, hi) = labels.bbox_where(|&l| l != 0 && map.name(l).is_some())?;
+    let r = [0, 1, 2].map(|a| (opt.kernel_truncation_mm / g.spacing[a]).floor().max(0.0) as usize);
+    Some((
+        [0, 1, 2].map(|a| lo[a].saturating_sub(r[a])),
+        [0, 1, 2].map(|a| (hi[a] + r[a]).min(g.shape[a])),
+    ))
+}
+
 fn check_times(tps: &[TimePoint]) -> Result<Vec<f64>> {
     let times: Vec<f64> = tps.iter().map(|t| t.time_h).collect();
     crate::fit::check_tac(&times, &vec![0.0; times.len()])?;
@@ -336,9 +354,7 @@ pub fn compute_dose(
     // Voxel dose in the glands' box grown by the kernel radius.
     let kernel = build_kernel(nu, g.spacing, opt.density_g_ml, opt.kernel_truncation_mm);
     let mut dose_map = vec![0f32; nvox];
-    if let Some((lo, hi)) = labels.bbox_where(|&l| l != 0 && map.name(l).is_some()) {
-        let lo: [usize; 3] = [0, 1, 2].map(|a| lo[a].saturating_sub(kernel.radius[a]));
-        let hi: [usize; 3] = [0, 1, 2].map(|a| (hi[a] + kernel.radius[a]).min(g.shape[a]));
+    if let Some((lo, hi)) = region_of_interest(labels, map, opt) {
         let shape = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
         let [nx, ny, _] = g.shape;
         let at = |i: usize, j: usize, k: usize| i + nx * (j + ny * k);
