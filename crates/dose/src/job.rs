@@ -19,6 +19,9 @@ use std::path::Path;
 /// A gland whose equivalent sphere is under 2 × 10 mm FWHM across (4.2 mL) gets a caveat.
 pub const SMALL_GLAND_ML: f64 = 4.19;
 
+/// The largest voxel-S-value kernel built (voxels): 4·10⁶, a 30 mm kernel on 0.4 mm voxels.
+pub const MAX_KERNEL_VOXELS: f64 = 4e6;
+
 /// One activity image and when it was taken.
 pub struct TimePoint {
     /// Hours after injection.
@@ -180,6 +183,29 @@ pub fn compute_dose(
                 format!("must be > 0 MBq, got {a}"),
             ));
         }
+    }
+    if !(opt.kernel_truncation_mm.is_finite() && opt.kernel_truncation_mm > 0.0) {
+        return Err(DoseError::invalid(
+            "kernel_truncation_mm",
+            format!("must be > 0 mm, got {}", opt.kernel_truncation_mm),
+        ));
+    }
+    let kernel_voxels: f64 = labels
+        .geometry()
+        .spacing
+        .iter()
+        .map(|sp| 2.0 * (opt.kernel_truncation_mm / sp).floor() + 1.0)
+        .product();
+    if kernel_voxels > MAX_KERNEL_VOXELS {
+        return Err(DoseError::invalid(
+            "kernel_truncation_mm",
+            format!(
+                "a {} mm kernel on {:?} mm voxels has {kernel_voxels:.0} voxels (at most \
+                 {MAX_KERNEL_VOXELS:.0}): use a smaller truncation radius",
+                opt.kernel_truncation_mm,
+                labels.geometry().spacing
+            ),
+        ));
     }
     for (field, v) in [
         (

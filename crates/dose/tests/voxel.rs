@@ -253,4 +253,10 @@ fn compute_dose_options_and_bad_input() {
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("activity:") && e.contains("200 h"), "{e}");
+    // A kernel too large for the voxel size.
+    opt.kernel_truncation_mm = 500.0;
+    let e = compute_dose(&labels, &LabelMap::default(), &bad[..2], &opt)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("kernel_truncation_mm:"), "{e}");
 }
