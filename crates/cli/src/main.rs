@@ -4,6 +4,7 @@
 mod bench;
 mod convert;
 mod demo;
+mod dose;
 mod evaluate;
 mod info;
 mod phantom;
@@ -60,6 +61,10 @@ enum Command {
     /// Per-gland volume, SUVmean/max/peak, SUV total, CT HU and centroid for a label map
     /// (stats.json + stats.csv).
     Stats(stats::StatsArgs),
+    /// Gland dosimetry from activity images at several times: time-activity fits,
+    /// time-integrated activity, organ and voxel absorbed dose, DVH (dose.json, dose.csv,
+    /// dose_map.nii.gz, tac.png).
+    Dose(dose::DoseArgs),
     /// Preprocess a dataset and train a fold of the planned U-Net (CT + PET in, glands out).
     Train(train::TrainArgs),
     /// Segment new cases with a trained model: label maps on the CT grid, per-gland uptake
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Dose(a) => dose::run(a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),

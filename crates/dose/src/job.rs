@@ -1,0 +1,494 @@
+//! The whole computation for one patient: a label map, activity images (Bq/mL) at several
+//! times on the label map's grid, a nuclide → per gland TAC, fit, TIA, organ and voxel
+//! dose, DVH; and the outputs (`dose.json`, `dose.csv`, `tac.png`).
+//!
+//! Voxel TIA: each voxel's own trapezoid + physical tail (or the single-time-point
+//! formula), clamped at 0; inside each gland rescaled so that the gland's voxel TIAs add
+//! up to the gland's fitted TIA (the fit decides how much, the images decide where). The
+//! dose map is that TIA convolved with the voxel-S-value kernel ([`crate::voxel`]) in the
+//! glands' bounding box grown by the kernel radius; it is 0 elsewhere.
+
+use crate::fit::{fit_tac, hanscheid, madsen, ModelFit};
+use crate::organ::{local_deposition_gy, sphere_model};
+use crate::voxel::{build_kernel, convolve, dvh, KernelInfo};
+use crate::{DoseError, Nuclide, Result};
+use glandseg_core::{geometry::GRID_TOLERANCE, LabelMap, Volume};
+use serde::Serialize;
+use std::path::Path;
+
+/// A gland whose equivalent sphere is under 2 × 10 mm FWHM across (4.2 mL) gets a caveat.
+pub const SMALL_GLAND_ML: f64 = 4.19;
+
+/// The largest voxel-S-value kernel built (voxels): 4·10⁶, a 30 mm kernel on 0.4 mm voxels.
+pub const MAX_KERNEL_VOXELS: f64 = 4e6;
+
+/// One activity image and when it was taken.
+pub struct TimePoint {
+    /// Hours after injection.
+    pub time_h: f64,
+    /// Activity concentration, Bq/mL, on the label map's grid.
+    pub activity: Volume<f32>,
+}
+
+/// Settings of a dose computation.
+#[derive(Clone, Debug, Serialize)]
+pub struct DoseOptions {
+    /// The nuclide.
+    pub nuclide: Nuclide,
+    /// Injected activity, MBq (for Gy/GBq).
+    pub injected_mbq: Option<f64>,
+    /// Tissue density, g/mL.
+    pub density_g_ml: f64,
+    /// Population effective half-life for a single time point (Madsen); without it a
+    /// single time point uses Hänscheid's formula.
+    pub population_t_eff_h: Option<f64>,
+    /// The images are decay-corrected to the injection time: undo it first.
+    pub decay_corrected: bool,
+    /// Voxel-S-value kernel truncation radius, mm.
+    pub kernel_truncation_mm: f64,
+    /// Relative standard uncertainty of the activity calibration (quantitative SPECT
+    /// calibration factor), %: common to every time point, so it scales the TIA.
+    pub calibration_uncertainty_pct: Option<f64>,
+    /// Relative standard uncertainty of the gland volume (segmentation), %: enters the
+    /// dose through the mass.
+    pub volume_uncertainty_pct: Option<f64>,
+}
+
+impl DoseOptions {
+    /// Defaults: density 1.0 g/mL, kernel 30 mm, images not decay-corrected.
+    pub fn new(nuclide: Nuclide) -> Self {
+        DoseOptions {
+            nuclide,
+            injected_mbq: None,
+            density_g_ml: 1.0,
+            population_t_eff_h: None,
+            decay_corrected: false,
+            kernel_truncation_mm: 30.0,
+            calibration_uncertainty_pct: None,
+            volume_uncertainty_pct: None,
+        }
+    }
+}
+
+/// Everything reported for one gland.
+#[derive(Clone, Debug, Serialize)]
+pub struct GlandDose {
+    /// Label value.
+    pub label: u8,
+    /// Label name.
+    pub name: String,
+    /// Voxels in the gland.
+    pub voxels: usize,
+    /// Volume, mL.
+    pub volume_ml: f64,
+    /// Mass (volume × density), g.
+    pub mass_g: f64,
+    /// Activity in the gland at each time point, MBq.
+    pub activity_mbq: Vec<f64>,
+    /// The chosen model (`mono_exp`, `bi_exp_uptake`, `tri_exp`, `trapezoid`,
+    /// `hanscheid`, `madsen`).
+    pub model: String,
+    /// Effective half-life of the terminal phase, h.
+    pub t_eff_h: Option<f64>,
+    /// Time-integrated activity, MBq·h.
+    pub tia_mbq_h: f64,
+    /// Trapezoid + physical tail TIA, for comparison (multi-point only).
+    pub tia_trapezoid_mbq_h: Option<f64>,
+    /// Relative uncertainty of TIA and dose from the fit covariance, %.
+    pub uncertainty_pct: Option<f64>,
+    /// Relative uncertainty of the organ dose, %: the fit's, the calibration's and the
+    /// volume's combined in quadrature (treated as independent; see the module).
+    pub dose_uncertainty_pct: Option<f64>,
+    /// Organ-level dose, local electron deposition, Gy.
+    pub dose_gy: f64,
+    /// Organ-level dose, unit-density sphere model (electrons + photon self-dose), Gy.
+    pub dose_gy_sphere: f64,
+    /// Mean of the voxel dose map (VSV convolution) over the gland, Gy.
+    pub dose_gy_voxel_mean: Option<f64>,
+    /// Organ-level dose per injected GBq, Gy/GBq.
+    pub dose_gy_per_gbq: Option<f64>,
+    /// Minimum dose to the hottest 2 %, Gy.
+    pub d2_gy: Option<f64>,
+    /// Median voxel dose, Gy.
+    pub d50_gy: Option<f64>,
+    /// Minimum dose to 98 % of the gland, Gy.
+    pub d98_gy: Option<f64>,
+    /// Share of the gland with ≥ 20 Gy, %.
+    pub v20gy_pct: Option<f64>,
+    /// Why the numbers may not hold (small gland / partial volume).
+    pub caveat: Option<String>,
+    /// Every fitted model with its AICc.
+    pub fits: Vec<ModelFit>,
+}
+
+/// The report of a dose computation.
+#[derive(Clone, Debug, Serialize)]
+pub struct DoseReport {
+    /// Settings.
+    pub options: DoseOptions,
+    /// Time points, h after injection.
+    pub times_h: Vec<f64>,
+    /// The voxel kernel used.
+    pub kernel: KernelInfo,
+    /// Formulas, for the reader of the JSON.
+    pub method: Vec<&'static str>,
+    /// Per gland (labels present in the map only).
+    pub glands: Vec<GlandDose>,
+    /// Labels of the map with no voxel.
+    pub absent: Vec<String>,
+}
+
+/// The voxel box `[lo, hi)` the dose map is computed in: the bounding box of the map's
+/// glands grown by the kernel radius, clipped to the grid; None without any gland voxel.
+/// A caller with a large grid (a CT-grid label map) can crop the labels and resample the
+/// activity images onto this box only, and embed the dose map back.
+pub fn region_of_interest(
+    labels: &Volume<u8>,
+    map: &LabelMap,
+    opt: &DoseOptions,
+) -> Option<([usize; 3], [usize; 3])> {
+    let g = labels.geometry();
+    let (lo, hi) = labels.bbox_where(|&l| l != 0 && map.name(l).is_some())?;
+    let r = [0, 1, 2].map(|a| (opt.kernel_truncation_mm / g.spacing[a]).floor().max(0.0) as usize);
+    Some((
+        [0, 1, 2].map(|a| lo[a].saturating_sub(r[a])),
+        [0, 1, 2].map(|a| (hi[a] + r[a]).min(g.shape[a])),
+    ))
+}
+
+fn check_times(tps: &[TimePoint]) -> Result<Vec<f64>> {
+    let times: Vec<f64> = tps.iter().map(|t| t.time_h).collect();
+    crate::fit::check_tac(&times, &vec![0.0; times.len()])?;
+    Ok(times)
+}
+
+/// Computes the report and the dose map (Gy, f32, on the label grid).
+pub fn compute_dose(
+    labels: &Volume<u8>,
+    map: &LabelMap,
+    tps: &[TimePoint],
+    opt: &DoseOptions,
+) -> Result<(DoseReport, Volume<f32>)> {
+    let times = check_times(tps)?;
+    if !(opt.density_g_ml.is_finite() && opt.density_g_ml > 0.0) {
+        return Err(DoseError::invalid(
+            "density",
+            format!("must be > 0 g/mL, got {}", opt.density_g_ml),
+        ));
+    }
+    if let Some(a) = opt.injected_mbq {
+        if !(a.is_finite() && a > 0.0) {
+            return Err(DoseError::invalid(
+                "injected_mbq",
+                format!("must be > 0 MBq, got {a}"),
+            ));
+        }
+    }
+    if !(opt.kernel_truncation_mm.is_finite() && opt.kernel_truncation_mm > 0.0) {
+        return Err(DoseError::invalid(
+            "kernel_truncation_mm",
+            format!("must be > 0 mm, got {}", opt.kernel_truncation_mm),
+        ));
+    }
+    let kernel_voxels: f64 = labels
+        .geometry()
+        .spacing
+        .iter()
+        .map(|sp| 2.0 * (opt.kernel_truncation_mm / sp).floor() + 1.0)
+        .product();
+    if kernel_voxels > MAX_KERNEL_VOXELS {
+        return Err(DoseError::invalid(
+            "kernel_truncation_mm",
+            format!(
+                "a {} mm kernel on {:?} mm voxels has {kernel_voxels:.0} voxels (at most \
+                 {MAX_KERNEL_VOXELS:.0}): use a smaller truncation radius",
+                opt.kernel_truncation_mm,
+                labels.geometry().spacing
+            ),
+        ));
+    }
+    for (field, v) in [
+        (
+            "calibration_uncertainty_pct",
+            opt.calibration_uncertainty_pct,
+        ),
+        ("volume_uncertainty_pct", opt.volume_uncertainty_pct),
+    ] {
+        if let Some(v) = v {
+            if !(v.is_finite() && (0.0..=100.0).contains(&v)) {
+                return Err(DoseError::invalid(
+                    field,
+                    format!("must be 0-100 %, got {v}"),
+                ));
+            }
+        }
+    }
+    let g = labels.geometry();
+    for tp in tps {
+        if !tp.activity.geometry().same_grid(g, GRID_TOLERANCE) {
+            return Err(DoseError::invalid(
+                "activity",
+                format!(
+                    "the image at {} h is not on the label map's grid; resample it first",
+                    tp.time_h
+                ),
+            ));
+        }
+    }
+    let nu = &opt.nuclide;
+    let lp = nu.lambda_per_h();
+    let vox_ml = g.voxel_volume_ml();
+    let lab = labels.as_slice();
+    let nvox = lab.len();
+    // Activity per voxel (MBq) at each time, decay correction undone when asked.
+    let act: Vec<Vec<f64>> = tps
+        .iter()
+        .map(|tp| {
+            let f = vox_ml
+                * 1e-6
+                * if opt.decay_corrected {
+                    (-lp * tp.time_h).exp()
+                } else {
+                    1.0
+                };
+            tp.activity
+                .as_slice()
+                .iter()
+                .map(|&a| a as f64 * f)
+                .collect()
+        })
+        .collect();
+    // Per-voxel TIA shape.
+    let single = times.len() == 1;
+    let single_factor = |t: f64| -> Result<f64> {
+        Ok(match opt.population_t_eff_h {
+            Some(te) => madsen(t, 1.0, te)?.tia_mbq_h,
+            None => hanscheid(t, 1.0)?.tia_mbq_h,
+        })
+    };
+    let sf = if single {
+        single_factor(times[0])?
+    } else {
+        0.0
+    };
+    let mut tia_vox: Vec<f64> = (0..nvox)
+        .map(|v| {
+            if single {
+                return (act[0][v] * sf).max(0.0);
+            }
+            let mut s = 0.5 * times[0] * act[0][v];
+            for i in 1..times.len() {
+                s += 0.5 * (times[i] - times[i - 1]) * (act[i][v] + act[i - 1][v]);
+            }
+            (s + act[times.len() - 1][v] / lp).max(0.0)
+        })
+        .collect();
+
+    let mut glands = Vec::new();
+    let mut absent = Vec::new();
+    for (value, name) in map.foreground() {
+        let idx: Vec<usize> = (0..nvox).filter(|&v| lab[v] == value).collect();
+        if idx.is_empty() {
+            absent.push(name.to_string());
+            continue;
+        }
+        let field = |e: DoseError| match e {
+            DoseError::Invalid { field, msg } => {
+                DoseError::invalid(format!("{name}: {field}"), msg)
+            }
+            e => e,
+        };
+        let activity: Vec<f64> = act
+            .iter()
+            .map(|a| idx.iter().map(|&v| a[v]).sum())
+            .collect();
+        let (chosen, all, trap) = if single {
+            let f = match opt.population_t_eff_h {
+                Some(te) => madsen(times[0], activity[0], te),
+                None => hanscheid(times[0], activity[0]),
+            }
+            .map_err(field)?;
+            (f.clone(), vec![f], None)
+        } else if activity.iter().all(|&a| a <= 0.0) {
+            // Nothing to fit (the images miss the gland, or it took up nothing): TIA 0.
+            let zero = vec![0.0; activity.len()];
+            let t = crate::fit::trapezoid(&times, &zero, nu).map_err(field)?;
+            (t.clone(), vec![t], Some(0.0))
+        } else {
+            let tf = fit_tac(&times, &activity, nu).map_err(field)?;
+            let mut all = tf.candidates.clone();
+            all.push(tf.trapezoid.clone());
+            (tf.chosen, all, Some(tf.trapezoid.tia_mbq_h))
+        };
+        let tia = chosen.tia_mbq_h;
+        // Rescale the voxel TIAs of this gland to the fitted TIA.
+        let sum: f64 = idx.iter().map(|&v| tia_vox[v]).sum();
+        if sum > 0.0 {
+            let s = tia.max(0.0) / sum;
+            for &v in &idx {
+                tia_vox[v] *= s;
+            }
+        }
+        let volume_ml = idx.len() as f64 * vox_ml;
+        let mass_g = volume_ml * opt.density_g_ml;
+        let dose = local_deposition_gy(nu, tia, mass_g);
+        let sphere = sphere_model(nu, mass_g, opt.density_g_ml);
+        let mut caveats = Vec::new();
+        if activity.iter().all(|&a| a <= 0.0) {
+            caveats
+                .push("no positive activity measured in the gland at any time point".to_string());
+        }
+        if name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML {
+            caveats.push(format!(
+                "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
+                 {:.1} mm across vs ~10-15 mm FWHM): partial-volume losses bias the activity \
+                 and dose low (no recovery correction applied); treat as indicative only",
+                2.0 * sphere.radius_mm
+            ));
+        }
+        let caveat = (!caveats.is_empty()).then(|| caveats.join("; "));
+        glands.push(GlandDose {
+            label: value,
+            name: name.to_string(),
+            voxels: idx.len(),
+            volume_ml,
+            mass_g,
+            activity_mbq: activity,
+            model: chosen.model.as_str().to_string(),
+            t_eff_h: chosen.t_eff_h,
+            tia_mbq_h: tia,
+            tia_trapezoid_mbq_h: trap,
+            uncertainty_pct: chosen.uncertainty_pct(),
+            dose_uncertainty_pct: combined_uncertainty(
+                chosen.uncertainty_pct(),
+                opt.calibration_uncertainty_pct,
+                opt.volume_uncertainty_pct,
+            ),
+            dose_gy: dose,
+            dose_gy_sphere: tia * sphere.s_gy_per_mbq_h,
+            dose_gy_voxel_mean: None,
+            dose_gy_per_gbq: opt.injected_mbq.map(|a| dose / (a / 1000.0)),
+            d2_gy: None,
+            d50_gy: None,
+            d98_gy: None,
+            v20gy_pct: None,
+            caveat,
+            fits: all,
+        });
+    }
+
+    // Voxel dose in the glands' box grown by the kernel radius.
+    let kernel = build_kernel(nu, g.spacing, opt.density_g_ml, opt.kernel_truncation_mm);
+    let mut dose_map = vec![0f32; nvox];
+    if let Some((lo, hi)) = region_of_interest(labels, map, opt) {
+        let shape = [hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]];
+        let [nx, ny, _] = g.shape;
+        let at = |i: usize, j: usize, k: usize| i + nx * (j + ny * k);
+        let mut sub = Vec::with_capacity(shape.iter().product());
+        for k in lo[2]..hi[2] {
+            for j in lo[1]..hi[1] {
+                for i in lo[0]..hi[0] {
+                    sub.push(tia_vox[at(i, j, k)]);
+                }
+            }
+        }
+        let d = convolve(&sub, shape, &kernel);
+        let mut n = 0;
+        for k in lo[2]..hi[2] {
+            for j in lo[1]..hi[1] {
+                for i in lo[0]..hi[0] {
+                    dose_map[at(i, j, k)] = d[n] as f32;
+                    n += 1;
+                }
+            }
+        }
+    }
+    for gd in &mut glands {
+        let doses: Vec<f64> = (0..nvox)
+            .filter(|&v| lab[v] == gd.label)
+            .map(|v| dose_map[v] as f64)
+            .collect();
+        if let Some(h) = dvh(&doses) {
+            gd.dose_gy_voxel_mean = Some(h.mean_gy);
+            gd.d2_gy = Some(h.d2_gy);
+            gd.d50_gy = Some(h.d50_gy);
+            gd.d98_gy = Some(h.d98_gy);
+            gd.v20gy_pct = Some(h.v20gy_pct);
+        }
+    }
+    let report = DoseReport {
+        options: opt.clone(),
+        times_h: times,
+        kernel: kernel.info(nu, opt.density_g_ml),
+        method: vec![
+            "TIA (MBq h): AICc-chosen fit of mono_exp A0 e^(-l t), bi_exp_uptake A (e^(-l1 t) - e^(-l2 t)), tri_exp; rates >= physical decay; trapezoid from A(0)=0 + A(tn)/l_phys for comparison",
+            "single time point: Hanscheid TIA = A(t) 2t/ln2; Madsen TIA = A(t) e^(l_eff t)/l_eff",
+            "dose_gy = TIA * E_e[MeV] * 1.602e-13 J/MeV * 3.6e9 /(MBq h) / 1e-3 kg/g / mass_g (local electron deposition)",
+            "dose_gy_sphere = TIA * (phi_e k_e + phi_g k_g) / mass_g, unit-density sphere, straight-line electrons, exp(-mu_en 3R/4) photons",
+            "dose map: voxel TIA (per-voxel trapezoid, rescaled to the gland TIA) convolved (FFT) with a voxel-S-value kernel (local electrons + photon point kernel, truncated)",
+            "uncertainty_pct: TIA standard deviation from the fit covariance (delta method) only",
+            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2), components treated as independent (a simplified EANM 2018 propagation)",
+        ],
+        glands,
+        absent,
+    };
+    let vol = Volume::from_vec(g.clone(), dose_map)?;
+    Ok((report, vol))
+}
+
+/// √(fit² + calibration² + volume²) over the components that are known (%); None when
+/// none is. The calibration factor is common to all time points, so its relative
+/// uncertainty carries into the TIA unchanged; the volume's enters through the mass.
+/// Independence is assumed: the EANM guidance (Gear et al. 2018) also correlates volume
+/// and recovered activity, which this leaves out.
+pub fn combined_uncertainty(
+    fit_pct: Option<f64>,
+    calibration_pct: Option<f64>,
+    volume_pct: Option<f64>,
+) -> Option<f64> {
+    let parts: Vec<f64> = [fit_pct, calibration_pct, volume_pct]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!parts.is_empty()).then(|| parts.iter().map(|p| p * p).sum::<f64>().sqrt())
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.6}")).unwrap_or_default()
+}
+
+/// Writes `dose.json`, `dose.csv` and `tac.png` into `dir`, atomically.
+pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
+    glandseg_core::atomic::write_json(&dir.join("dose.json"), report)?;
+    let mut s = String::from(
+        "label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h,tia_trapezoid_mbq_h,uncertainty_pct,dose_uncertainty_pct,\
+         dose_gy,dose_gy_sphere,dose_gy_voxel_mean,dose_gy_per_gbq,d2_gy,d50_gy,d98_gy,v20gy_pct,caveat\n",
+    );
+    for g in &report.glands {
+        s.push_str(&format!(
+            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},\"{}\"\n",
+            g.label,
+            g.name,
+            g.volume_ml,
+            g.mass_g,
+            g.model,
+            opt(g.t_eff_h),
+            g.tia_mbq_h,
+            opt(g.tia_trapezoid_mbq_h),
+            opt(g.uncertainty_pct),
+            opt(g.dose_uncertainty_pct),
+            g.dose_gy,
+            g.dose_gy_sphere,
+            opt(g.dose_gy_voxel_mean),
+            opt(g.dose_gy_per_gbq),
+            opt(g.d2_gy),
+            opt(g.d50_gy),
+            opt(g.d98_gy),
+            opt(g.v20gy_pct),
+            g.caveat.clone().unwrap_or_default().replace('"', "'"),
+        ));
+    }
+    glandseg_core::atomic::write_bytes(&dir.join("dose.csv"), s.as_bytes())?;
+    crate::plot::save_png(&dir.join("tac.png"), &crate::plot::tac_plot(report))?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The TAC plot: each gland's activity per time point (squares) and its chosen fit (line).
+//! Drawn on `image` with the embedded 8x8 bitmap font, like glandseg-viz's charts (no
+//! system fonts needed; plotters' text would need them).
+
+use crate::job::DoseReport;
+use font8x8::UnicodeFonts;
+use image::{Rgb, RgbImage};
+use std::path::Path;
+
+const W: u32 = 900;
+const H: u32 = 520;
+const PAD_L: i64 = 80;
+const PAD_R: i64 = 30;
+const PAD_T: i64 = 40;
+const PAD_B: i64 = 50;
+const GREY: Rgb<u8> = Rgb([90, 90, 90]);
+const COLORS: [Rgb<u8>; 8] = [
+    Rgb([31, 119, 180]),
+    Rgb([255, 127, 14]),
+    Rgb([44, 160, 44]),
+    Rgb([214, 39, 40]),
+    Rgb([148, 103, 189]),
+    Rgb([140, 86, 75]),
+    Rgb([227, 119, 194]),
+    Rgb([127, 127, 127]),
+];
+
+fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
+        img.put_pixel(x as u32, y as u32, c);
+    }
+}
+
+/// Bresenham, two pixels thick.
+fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
+    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
+    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
+    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
+    for _ in 0..10_000 {
+        put(img, x, y, c);
+        put(img, x, y + 1, c);
+        if x == x1 && y == y1 {
+            break;
+        }
+        let e2 = 2 * err;
+        if e2 >= dy {
+            err += dy;
+            x += sx;
+        }
+        if e2 <= dx {
+            err += dx;
+            y += sy;
+        }
+    }
+}
+
+fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, c: Rgb<u8>) {
+    for (n, ch) in s.chars().enumerate() {
+        let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
+        for (row, bits) in glyph.iter().enumerate() {
+            for col in 0..8 {
+                if bits & (1 << col) != 0 {
+                    put(img, x + 8 * n as i64 + col, y + row as i64, c);
+                }
+            }
+        }
+    }
+}
+
+fn width(s: &str) -> i64 {
+    8 * s.chars().count() as i64
+}
+
+/// One chart, all glands, 0 to 1.2 × the last time point. Glands whose model has no
+/// curve (trapezoid) are drawn as straight segments from (0, 0) through their points.
+pub(crate) fn tac_plot(report: &DoseReport) -> RgbImage {
+    let t = &report.times_h;
+    let tmax = t.last().copied().unwrap_or(1.0).max(1e-6) * 1.2;
+    let mut series = Vec::new();
+    for g in &report.glands {
+        let fit = g
+            .fits
+            .iter()
+            .find(|f| f.model.as_str() == g.model)
+            .filter(|f| f.activity(0.0).is_some());
+        let curve: Vec<(f64, f64)> = match fit {
+            Some(f) => (0..=200)
+                .map(|n| {
+                    let x = tmax * n as f64 / 200.0;
+                    (x, f.activity(x).unwrap_or(f64::NAN))
+                })
+                .collect(),
+            None => std::iter::once((0.0, 0.0))
+                .chain(t.iter().cloned().zip(g.activity_mbq.iter().cloned()))
+                .collect(),
+        };
+        let points: Vec<(f64, f64)> = t
+            .iter()
+            .cloned()
+            .zip(g.activity_mbq.iter().cloned())
+            .collect();
+        series.push((format!("{} ({})", g.name, g.model), points, curve));
+    }
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.1))
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.08;
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (x0, y0, x1, y1) = (PAD_L, PAD_T, W as i64 - PAD_R, H as i64 - PAD_B);
+    line(&mut img, (x0, y1), (x1, y1), GREY);
+    line(&mut img, (x0, y0), (x0, y1), GREY);
+    let title = format!("Time-activity curves ({})", report.options.nuclide.name);
+    text(
+        &mut img,
+        (W as i64 - width(&title)) / 2,
+        12,
+        &title,
+        Rgb([0, 0, 0]),
+    );
+    let xl = "hours after injection";
+    text(&mut img, (x0 + x1 - width(xl)) / 2, H as i64 - 18, xl, GREY);
+    text(&mut img, 8, y0 - 20, "MBq", GREY);
+    let to_px = |(x, y): (f64, f64)| {
+        (
+            x0 + (x / tmax * (x1 - x0) as f64) as i64,
+            y1 - (y / ymax * (y1 - y0) as f64) as i64,
+        )
+    };
+    for n in 0..=4 {
+        let (xv, yv) = (tmax * n as f64 / 4.0, ymax * n as f64 / 4.0);
+        let (px, py) = to_px((xv, yv));
+        line(&mut img, (px, y1), (px, y1 + 4), GREY);
+        let s = format!("{xv:.0}");
+        text(&mut img, px - width(&s) / 2, y1 + 8, &s, GREY);
+        line(&mut img, (x0 - 4, py), (x0, py), GREY);
+        let s = format!("{yv:.3}");
+        text(&mut img, x0 - 8 - width(&s), py - 4, &s, GREY);
+    }
+    for (n, (name, points, curve)) in series.iter().enumerate() {
+        let c = COLORS[n % COLORS.len()];
+        let px: Vec<(i64, i64)> = curve
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|&p| to_px(p))
+            .collect();
+        for w in px.windows(2) {
+            line(&mut img, w[0], w[1], c);
+        }
+        for &p in points.iter().filter(|p| p.1.is_finite()) {
+            let (x, y) = to_px(p);
+            for d in -3..=3 {
+                line(&mut img, (x - 3, y + d), (x + 3, y + d), c);
+            }
+        }
+        let ly = y0 + 6 + 14 * n as i64;
+        line(&mut img, (x1 - 300, ly + 3), (x1 - 280, ly + 3), c);
+        text(&mut img, x1 - 274, ly, name, c);
+    }
+    img
+}
+
+/// PNG, written atomically.
+pub(crate) fn save_png(path: &Path, img: &RgbImage) -> glandseg_core::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| glandseg_core::Error::io(path, std::io::Error::other(e)))?;
+    glandseg_core::atomic::write_bytes(path, &bytes)
+}
