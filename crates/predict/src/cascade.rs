@@ -321,8 +321,8 @@ fn limit_to_atlas(
 }
 
 /// The component of `mask` (26-connected) with the most voxels in `prior`; with no
-/// overlap at all, the one whose centroid lies nearest `near` (LPS mm) when given, else
-/// the largest. An atlas box is large (the atlas's spread between patients) and can hold
+/// overlap at all, the one whose centroid lies nearest `near` (LPS mm) when given (among
+/// those of at least a tenth of the largest's size), else the largest. An atlas box is large (the atlas's spread between patients) and can hold
 /// another avid structure (a tubarial gland, the top of a parotid) that the fine network
 /// takes for the missing gland; the atlas's expected centre is the better guide there
 /// than size (measured: 3 of 6 atlas-placed lacrimal glands went to a structure 65-95 mm
@@ -365,8 +365,10 @@ pub fn choose_component(
                 let w = g.index_to_world(m);
                 (0..3).map(|a| (w[a] - target[a]).powi(2)).sum::<f64>()
             };
+            // Specks (under a tenth of the largest component) are noise, not a gland.
+            let largest = size.iter().copied().max().unwrap_or(0);
             (1..=n)
-                .filter(|&c| size[c] > 0)
+                .filter(|&c| size[c] > 0 && size[c] * 10 >= largest)
                 .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
                 .unwrap_or(1)
         }
@@ -457,10 +459,14 @@ mod tests {
         for j in 3..5 {
             for k in 3..5 {
                 m.set(4, j, k, true);
+                m.set(5, j, k, true);
+                m.set(6, j, k, true);
             }
         }
+        // A speck nearer still is noise, not the gland.
+        m.set(1, 8, 8, true);
         let none = vec![false; m.as_slice().len()];
-        let near_small = [108.0, 7.0, 7.0];
+        let near_small = [106.0, 12.0, 12.0];
         let picked = choose_component(&m, &none, Some(near_small));
         assert!(*picked.get(4, 3, 3) && !*picked.get(24, 3, 3));
         // Without an expected centre (or with stage-1 overlap), size / overlap decide.
