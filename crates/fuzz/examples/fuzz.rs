@@ -21,7 +21,8 @@ fn main() -> std::process::ExitCode {
     let mut execs = None;
     let mut out = std::path::PathBuf::from("fuzz-out");
     let mut corpus = glandseg_fuzz::default_corpus();
-    let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR]";
+    let mut replay = None;
+    let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR]\n       fuzz --reader NAME --replay FINDING_DIR";
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value\n{usage}"));
         match a.as_str() {
@@ -41,12 +42,26 @@ fn main() -> std::process::ExitCode {
             "--execs" => execs = Some(value().parse().expect("--execs: an integer")),
             "--out" => out = value().into(),
             "--corpus" => corpus = value().into(),
+            "--replay" => replay = Some(std::path::PathBuf::from(value())),
             _ => panic!("unknown argument {a}\n{usage}"),
         }
     }
     if readers.is_empty() {
         eprintln!("{usage}");
         return std::process::ExitCode::from(2);
+    }
+    if let Some(dir) = replay {
+        // One saved input, run on this thread (a hang hangs here: attach a debugger).
+        let files = if dir.join("files").is_dir() { dir.join("files") } else { dir };
+        let sample = glandseg_fuzz::Sample::from_dir(&files).expect("reading the finding");
+        let scratch = tempfile::tempdir().expect("temp folder");
+        let t = std::time::Instant::now();
+        let o = glandseg_fuzz::execute(readers[0], &sample, scratch.path());
+        println!("{o:?} in {:.2} s", t.elapsed().as_secs_f64());
+        return match o {
+            glandseg_fuzz::Outcome::Panicked(_) => std::process::ExitCode::from(1),
+            _ => std::process::ExitCode::SUCCESS,
+        };
     }
     let mut found = false;
     for reader in readers {
@@ -61,6 +76,7 @@ fn main() -> std::process::ExitCode {
             keep_current: true,
             report_every: Some(Duration::from_secs(30)),
             stop_on_finding: false,
+            slow_after: Some(Duration::from_secs(1)),
         };
         match c.run() {
             Ok(r) => {

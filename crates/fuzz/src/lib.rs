@@ -154,6 +154,9 @@ pub struct Campaign {
     pub report_every: Option<Duration>,
     /// Stop at the first finding.
     pub stop_on_finding: bool,
+    /// Save (with `crash_dir`) inputs that took longer than this, as `slow-...`: an
+    /// input that returns but takes seconds is often a huge allocation.
+    pub slow_after: Option<Duration>,
 }
 
 impl Campaign {
@@ -170,6 +173,7 @@ impl Campaign {
             keep_current: false,
             report_every: None,
             stop_on_finding: false,
+            slow_after: None,
         }
     }
 }
@@ -191,6 +195,8 @@ pub struct Report {
     pub cpu: Option<Duration>,
     /// The slowest execution.
     pub slowest: Duration,
+    /// Executions slower than `slow_after`.
+    pub slow: u64,
     /// Panics and hangs.
     pub findings: Vec<Finding>,
 }
@@ -199,7 +205,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} execs ({} accepted) in {:.1} s wall, {} CPU, slowest {:.2} s, seeds {}/{} accepted, {} finding(s)",
+            "{}: {} execs ({} accepted) in {:.1} s wall, {} CPU, slowest {:.2} s ({} slow), seeds {}/{} accepted, {} finding(s)",
             self.reader.name(),
             self.execs,
             self.accepted,
@@ -208,6 +214,7 @@ impl std::fmt::Display for Report {
                 .map(|c| format!("{:.1} s", c.as_secs_f64()))
                 .unwrap_or_else(|| "?".into()),
             self.slowest.as_secs_f64(),
+            self.slow,
             self.seeds.1,
             self.seeds.0,
             self.findings.len()
@@ -343,6 +350,7 @@ impl Campaign {
             wall: Duration::ZERO,
             cpu: None,
             slowest: Duration::ZERO,
+            slow: 0,
             findings: Vec::new(),
         };
         let mut mutator = Mutator::new(self.seed);
@@ -379,6 +387,18 @@ impl Campaign {
             let outcome = match reply_rx.recv_timeout(self.hang_after) {
                 Ok((o, took)) => {
                     report.slowest = report.slowest.max(took);
+                    if self.slow_after.is_some_and(|s| took > s) {
+                        report.slow += 1;
+                        if let Some(d) = &self.crash_dir {
+                            let name = format!("slow-{}", self.reader.name());
+                            let d = d.join(format!("{name}-{}", sample_hash(&sample)));
+                            sample.write_to(&d.join("files"))?;
+                            let _ = std::fs::write(
+                                d.join("finding.txt"),
+                                format!("{:.2} s: {o:?}\n", took.as_secs_f64()),
+                            );
+                        }
+                    }
                     o
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {

@@ -200,16 +200,19 @@ impl Reader {
                 }
                 for f in [
                     labels.join("GLAND_000.nii.gz"),
+                    labels.join("GLAND_001.nii.gz"),
                     images.join("GLAND_000_0000.nii.gz"),
                     images.join("GLAND_000_0001.nii.gz"),
+                    images.join("GLAND_001_0000.nii.gz"),
+                    images.join("GLAND_001_0001.nii.gz"),
                 ] {
                     std::fs::write(f, b"").map_err(|e| s(&e))?;
                 }
                 let ds = glandseg_plan::Dataset::open(dir).map(|_| ()).map_err(|e| s(&e));
                 let bytes = &sample.files[1].1;
                 let plan = serde_json::from_slice::<glandseg_plan::Plan>(bytes)
-                    .map(|_| ())
-                    .map_err(|e| format!("plans.json: {e}"));
+                    .map_err(|e| format!("plans.json: {e}"))
+                    .and_then(|p| p.check().map_err(|e| format!("plans.json: {e}")));
                 ds.and(plan)
             }
             Reader::Model => {

@@ -99,12 +99,31 @@ pub fn model_from_bytes<B: Backend>(
     device: &B::Device,
     path: &Path,
 ) -> Result<UNet<B>> {
-    let record =
-        Recorder::<B>::load(&recorder(), bytes, device).map_err(|e| ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!("weights do not fit the planned network: {e}"),
-        })?;
+    let bad = |msg: String| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("weights do not fit the planned network: {msg}"),
+    };
+    // burn's binary recorder unwraps its decoding errors: a damaged model block panics
+    // inside it (found by glandseg-fuzz), so the panic is caught and becomes this error.
+    let record = quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
+        .map_err(bad)?
+        .map_err(|e| bad(e.to_string()))?;
     Ok(model.load_record(record))
+}
+
+/// Runs `f`, turning a panic into `Err(its message)` without printing it (the panic hook
+/// is silenced for the call; a panic on another thread meanwhile goes unprinted too).
+fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(previous);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "undecodable record".into())
+    })
 }
 
 /// Every float parameter's values in visiting order: weights compared across runs (the
