@@ -184,6 +184,16 @@ fn diagnose(path: &Path) -> Result<Diagnosis, DicomError> {
     } else {
         return Err(file_err(path, "no DICM prefix"));
     };
+    // The meta group's and the header's lengths first (dicom-rs sizes buffers from them).
+    if let Err(DicomError::File { msg, .. }) = preflight(path, true) {
+        return Ok(Diagnosis {
+            magic_at,
+            pixel_data_end: None,
+            trailing_is_padding: false,
+            truncation: Some(msg),
+            stopped: None,
+        });
+    }
     let mut cur = std::io::Cursor::new(&bytes[magic_at..]);
     let meta = dicom_object::FileMetaTable::from_reader(&mut cur).map_err(|e| {
         file_err(
@@ -390,7 +400,8 @@ impl<R: Read> Read for CountingFile<R> {
 /// Data) when `header_only`; otherwise walks the Pixel Data's fragments too. Anything else
 /// wrong is left to the real parse, which words it better.
 fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
-    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
     let total = f
         .metadata()
         .map_err(|e| file_err(path, format!("cannot read: {e}")))?
@@ -422,7 +433,10 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
         if r.read_exact(&mut h).is_err() {
             return Ok(());
         }
-        let tag = Tag(u16::from_le_bytes([h[0], h[1]]), u16::from_le_bytes([h[2], h[3]]));
+        let tag = Tag(
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
         let (len, header) = if SHORT_VRS.iter().any(|v| **v == [h[4], h[5]]) {
             (u16::from_le_bytes([h[6], h[7]]) as u32, 8)
         } else {
@@ -472,7 +486,8 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
     let Ok(meta) = dicom_object::FileMetaTable::from_reader(&mut r) else {
         return Ok(());
     };
-    let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(meta.transfer_syntax())
+    let Some(ts) =
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(meta.transfer_syntax())
     else {
         return Ok(());
     };

@@ -24,7 +24,10 @@ fn main() -> std::process::ExitCode {
     let mut replay = None;
     let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR]\n       fuzz --reader NAME --replay FINDING_DIR";
     while let Some(a) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value\n{usage}"));
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{a} needs a value\n{usage}"))
+        };
         match a.as_str() {
             "--reader" => {
                 let v = value();
@@ -52,7 +55,11 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(dir) = replay {
         // One saved input, run on this thread (a hang hangs here: attach a debugger).
-        let files = if dir.join("files").is_dir() { dir.join("files") } else { dir };
+        let files = if dir.join("files").is_dir() {
+            dir.join("files")
+        } else {
+            dir
+        };
         let sample = glandseg_fuzz::Sample::from_dir(&files).expect("reading the finding");
         let scratch = tempfile::tempdir().expect("temp folder");
         let t = std::time::Instant::now();

@@ -77,7 +77,8 @@ impl Sample {
         for (rel, bytes) in &self.files {
             let p = dir.join(rel);
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
         }

@@ -216,7 +216,8 @@ fn replace_json_number(m: &mut Mutator, data: &mut Vec<u8>) -> bool {
         if data[i].is_ascii_digit() || (data[i] == b'-' && i + 1 < data.len()) {
             let start = i;
             i += 1;
-            while i < data.len() && matches!(data[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+            while i < data.len()
+                && matches!(data[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
             {
                 i += 1;
             }

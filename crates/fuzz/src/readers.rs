@@ -112,10 +112,7 @@ impl Reader {
                 let dir = corpus.join("plan");
                 seeds.push(Sample {
                     files: vec![
-                        (
-                            "dataset.json".into(),
-                            read(&dir.join("dataset.json"))?,
-                        ),
+                        ("dataset.json".into(), read(&dir.join("dataset.json"))?),
                         ("plans.json".into(), read(&dir.join("plans.json"))?),
                     ],
                 });
@@ -125,7 +122,11 @@ impl Reader {
             }
         }
         if seeds.is_empty() {
-            return Err(format!("no seeds for {} under {}", self.name(), corpus.display()));
+            return Err(format!(
+                "no seeds for {} under {}",
+                self.name(),
+                corpus.display()
+            ));
         }
         Ok(seeds)
     }
@@ -137,7 +138,11 @@ impl Reader {
         let s = |e: &dyn std::fmt::Display| e.to_string();
         match self {
             Reader::Nifti | Reader::NiftiGz => {
-                let name = if self == Reader::Nifti { "x.nii" } else { "x.nii.gz" };
+                let name = if self == Reader::Nifti {
+                    "x.nii"
+                } else {
+                    "x.nii.gz"
+                };
                 let p = dir.join(name);
                 if self == Reader::NiftiGz {
                     // Plain bytes are compressed here; a gzip stream is kept as it is.
@@ -208,7 +213,9 @@ impl Reader {
                 ] {
                     std::fs::write(f, b"").map_err(|e| s(&e))?;
                 }
-                let ds = glandseg_plan::Dataset::open(dir).map(|_| ()).map_err(|e| s(&e));
+                let ds = glandseg_plan::Dataset::open(dir)
+                    .map(|_| ())
+                    .map_err(|e| s(&e));
                 let bytes = &sample.files[1].1;
                 let plan = serde_json::from_slice::<glandseg_plan::Plan>(bytes)
                     .map_err(|e| format!("plans.json: {e}"))

@@ -67,7 +67,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         let by = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["glandseg_version"].as_str().map(str::to_string))
-            .map(|v| format!(" (written by glandseg {v}; this is glandseg {})", env!("CARGO_PKG_VERSION")))
+            .map(|v| {
+                format!(
+                    " (written by glandseg {v}; this is glandseg {})",
+                    env!("CARGO_PKG_VERSION")
+                )
+            })
             .unwrap_or_default();
         ModelError::Input(format!(
             "{}: not a model file this glandseg can read{by}: {e}",

@@ -299,12 +299,19 @@ impl Plan {
         }
         for (i, st) in self.stages.iter().enumerate() {
             if !(1..=1024).contains(&st.features) {
-                return Err(format!("stage {i}: features {} (1 to 1024 expected)", st.features));
+                return Err(format!(
+                    "stage {i}: features {} (1 to 1024 expected)",
+                    st.features
+                ));
             }
             if st.kernel.iter().any(|k| k % 2 == 0 || *k > 7) {
-                return Err(format!("stage {i}: kernel {:?} (odd sizes up to 7 expected)", st.kernel));
+                return Err(format!(
+                    "stage {i}: kernel {:?} (odd sizes up to 7 expected)",
+                    st.kernel
+                ));
             }
-            if st.stride.iter().any(|s| !(1..=4).contains(s)) || (i == 0 && st.stride != [1, 1, 1]) {
+            if st.stride.iter().any(|s| !(1..=4).contains(s)) || (i == 0 && st.stride != [1, 1, 1])
+            {
                 return Err(format!("stage {i}: stride {:?}", st.stride));
             }
         }
@@ -323,7 +330,10 @@ impl Plan {
             return Err(format!("\"patch_size\" {:?} is too large", self.patch_size));
         }
         if !(1..=4096).contains(&self.batch_size) {
-            return Err(format!("\"batch_size\" {} (1 to 4096 expected)", self.batch_size));
+            return Err(format!(
+                "\"batch_size\" {} (1 to 4096 expected)",
+                self.batch_size
+            ));
         }
         if self
             .target_spacing
@@ -337,14 +347,17 @@ impl Plan {
         }
         if let Some(l) = &self.label_source {
             if l.iter().any(|v| *v as usize >= self.labels.num_classes()) {
-                return Err(format!("\"label_source\" {l:?} names a class the plan lacks"));
+                return Err(format!(
+                    "\"label_source\" {l:?} names a class the plan lacks"
+                ));
             }
         }
         if let Some(c) = &self.cascade {
-            c.fine.check().map_err(|e| format!("\"cascade\".fine: {e}"))?;
+            c.fine
+                .check()
+                .map_err(|e| format!("\"cascade\".fine: {e}"))?;
             if c.fine_class_of.len() != self.labels.num_classes()
-                || c
-                    .fine_class_of
+                || c.fine_class_of
                     .iter()
                     .any(|v| *v as usize >= c.fine.labels.num_classes())
             {
@@ -361,7 +374,8 @@ impl Plan {
             let f = std::path::Path::new(&c.folder);
             if c.folder.is_empty()
                 || f.is_absolute()
-                || f.components().any(|c| !matches!(c, std::path::Component::Normal(_)))
+                || f.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
             {
                 return Err(format!(
                     "\"cascade\".folder {:?} must be a folder name inside the model folder",
