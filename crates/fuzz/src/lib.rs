@@ -359,12 +359,11 @@ impl Campaign {
         let mut i = 0usize;
         loop {
             let is_seed = i < seeds.len();
-            if !is_seed {
-                if self.max_execs.is_some_and(|n| report.execs >= n)
-                    || self.max_time.is_some_and(|t| start.elapsed() >= t)
-                {
-                    break;
-                }
+            if !is_seed
+                && (self.max_execs.is_some_and(|n| report.execs >= n)
+                    || self.max_time.is_some_and(|t| start.elapsed() >= t))
+            {
+                break;
             }
             let sample = if is_seed {
                 seeds[i].clone()

@@ -15,6 +15,12 @@ fn length_past_the_end_is_named() {
     use glandseg_fuzz::{execute, regressions_dir, Outcome, Reader, Sample};
     let scratch = tempfile::tempdir().unwrap();
     for (reader, case, words) in [
+        (Reader::Nifti, "nifti/dims-product-overflows", "overflows"),
+        (
+            Reader::NiftiGz,
+            "nifti-gz/dims-product-overflows",
+            "overflows",
+        ),
         (
             Reader::DicomFile,
             "dicom/data-set-length-past-end",

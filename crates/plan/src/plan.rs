@@ -319,7 +319,7 @@ impl Plan {
             std::array::from_fn(|a| self.stages.iter().map(|s| s.stride[a]).product());
         for a in 0..3 {
             let p = self.patch_size[a];
-            if p == 0 || p > 1024 || p % total[a] != 0 {
+            if p == 0 || p > 1024 || !p.is_multiple_of(total[a]) {
                 return Err(format!(
                     "\"patch_size\" {:?}: every axis 1 to 1024 voxels and divisible by the network's total stride {total:?}",
                     self.patch_size
