@@ -105,56 +105,8 @@ pub fn model_from_bytes<B: Backend>(
     };
     // burn's binary recorder unwraps its decoding errors: a damaged model block panics
     // inside it (found by glandseg-fuzz), so the panic is caught and becomes this error.
-    let record = quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
+    let record = glandseg_core::panics::quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
         .map_err(bad)?
         .map_err(|e| bad(e.to_string()))?;
     Ok(model.load_record(record))
-}
-
-/// Runs `f`, turning a panic into `Err(its message)` without printing it (the panic hook
-/// is silenced for the call; a panic on another thread meanwhile goes unprinted too).
-fn quietly<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(previous);
-    r.map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "undecodable record".into())
-    })
-}
-
-/// Every float parameter's values in visiting order: weights compared across runs (the
-/// serialised record also holds parameter ids, which differ between runs).
-pub fn weight_values<B: Backend>(model: &UNet<B>) -> Vec<f32> {
-    struct Collect(Vec<f32>);
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
-        fn visit_float<const D: usize>(
-            &mut self,
-            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
-        ) {
-            self.0.extend(param.val().into_data().iter::<f32>());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
-
-/// The weights stored in a checkpoint file, as [`weight_values`] lists them.
-pub fn checkpoint_weight_values<B: Backend>(
-    plan: &glandseg_plan::Plan,
-    path: &Path,
-    device: &B::Device,
-) -> Result<Vec<f32>> {
-    let blocks = read(path)?;
-    let model = glandseg_net::UNetConfig::from_plan(plan).init::<B>(device);
-    Ok(weight_values(&model_from_bytes(
-        model,
-        blocks.model,
-        device,
-        path,
-    )?))
 }
