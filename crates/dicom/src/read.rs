@@ -381,6 +381,10 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
+/// How far past the end of the file a declared length may reach before the preflight
+/// refuses it (the buffer dicom-rs would allocate for it first).
+const PREFLIGHT_SLACK: u64 = 16 << 20;
+
 /// A reader over a file that counts the bytes consumed (shared with the caller).
 struct CountingFile<R> {
     inner: R,
@@ -509,8 +513,10 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
     let too_long = |tag: Tag, len: Option<u32>| -> Result<(), DicomError> {
         // The position is where the value starts: the header was just read (a buffered
         // reader may have read ahead, so this counts what the parser consumed).
+        // Only lengths far past the end (what costs memory) are refused here; a file cut
+        // short is left to the parse and its diagnosis, which say where it ends.
         match len {
-            Some(len) if pos.get() + len as u64 > total => Err(file_err(
+            Some(len) if pos.get() + len as u64 > total + PREFLIGHT_SLACK => Err(file_err(
                 path,
                 truncated_msg(total as usize, tag, pos.get() as usize, len),
             )),
@@ -521,10 +527,12 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
     for tok in tokens {
         match tok {
             Ok(DataToken::ElementHeader(h)) => {
-                too_long(h.tag, h.len.get())?;
+                // A header-only read leaves the Pixel Data to the pixel reader, which says
+                // where a cut file ends (the scan must still list the slice).
                 if header_only && h.tag == tags::PIXEL_DATA {
                     return Ok(());
                 }
+                too_long(h.tag, h.len.get())?;
                 last_tag = h.tag;
             }
             Ok(DataToken::SequenceStart { tag, len }) => {

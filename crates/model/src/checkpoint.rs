@@ -108,5 +108,6 @@ pub fn model_from_bytes<B: Backend>(
     let record = glandseg_core::panics::quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
         .map_err(bad)?
         .map_err(|e| bad(e.to_string()))?;
-    Ok(model.load_record(record))
+    // burn asserts that the record fits the module (a panic on a damaged block).
+    glandseg_core::panics::quietly(|| model.load_record(record)).map_err(bad)
 }
