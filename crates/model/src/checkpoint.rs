@@ -111,3 +111,36 @@ pub fn model_from_bytes<B: Backend>(
     // burn asserts that the record fits the module (a panic on a damaged block).
     glandseg_core::panics::quietly(|| model.load_record(record)).map_err(bad)
 }
+
+/// Every float parameter's values in visiting order: weights compared across runs (the
+/// serialised record also holds parameter ids, which differ between runs).
+pub fn weight_values<B: Backend>(model: &UNet<B>) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            self.0.extend(param.val().into_data().iter::<f32>());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
+/// The weights stored in a checkpoint file, as [`weight_values`] lists them.
+pub fn checkpoint_weight_values<B: Backend>(
+    plan: &glandseg_plan::Plan,
+    path: &Path,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let blocks = read(path)?;
+    let model = glandseg_net::UNetConfig::from_plan(plan).init::<B>(device);
+    Ok(weight_values(&model_from_bytes(
+        model,
+        blocks.model,
+        device,
+        path,
+    )?))
+}
