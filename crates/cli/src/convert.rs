@@ -23,6 +23,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         Some(p) => NameMapping::from_json_file(p)?,
         None => NameMapping::default(),
     };
+    crate::output_folder(&a.out)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} convert {elapsed} {msg}").expect("valid template"),

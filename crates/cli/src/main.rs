@@ -88,8 +88,54 @@ pub(crate) type InferBackend = glandseg_net::Cpu;
 pub(crate) type InferBackend = burn::backend::Cuda;
 pub(crate) type TrainBackend = burn::backend::Autodiff<InferBackend>;
 
+/// Stops on SIGTERM, SIGINT and SIGHUP without leaving temporary files behind: the
+/// signals are blocked in every thread (this runs before any other thread starts, and
+/// threads inherit the mask) and taken by one thread of ours with `sigwait`, which deletes
+/// the temporary files being written (`glandseg_core::atomic`) and exits with 128 + the
+/// signal number. Every output is written to a temporary file and renamed into place, so
+/// what is left is complete files only.
+#[cfg(unix)]
+fn handle_termination() {
+    // SAFETY: plain libc calls on a sigset_t we own; no handler runs in signal context.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        let set = set;
+        let spawned = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || loop {
+                let mut sig: libc::c_int = 0;
+                if libc::sigwait(&set, &mut sig) != 0 {
+                    continue;
+                }
+                let (n, _hold) = glandseg_core::atomic::remove_temporaries();
+                let name = match sig {
+                    libc::SIGTERM => "SIGTERM",
+                    libc::SIGINT => "SIGINT",
+                    _ => "SIGHUP",
+                };
+                eprintln!(
+                    "\nglandseg: stopped by {name}; {n} unfinished output file(s) removed, files already written are complete"
+                );
+                std::process::exit(128 + sig);
+            });
+        if spawned.is_err() {
+            // Nobody would take the signals: let them act as before.
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
+    #[cfg(unix)]
+    handle_termination();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Phantom(a) => phantom::run(a),
@@ -129,6 +175,28 @@ fn error_chain(e: &anyhow::Error) -> String {
         msg.push_str(&text);
     }
     msg
+}
+
+/// Creates the output folder (with its parents) and checks that files can be made in it,
+/// before any work is done: the message names the folder and what the system said.
+pub(crate) fn output_folder(dir: &std::path::Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "output folder {}: it exists and is not a folder",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("output folder {}: cannot create it", dir.display()))?;
+    let probe = dir.join(format!(
+        "{}probe-{}",
+        glandseg_core::atomic::TEMP_PREFIX,
+        std::process::id()
+    ));
+    std::fs::File::create(&probe)
+        .with_context(|| format!("output folder {}: cannot write into it", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// The label map named by a dataset.json's "labels", or glandseg's default map.

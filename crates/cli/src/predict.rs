@@ -125,5 +125,8 @@ fn predict(job: &PredictJob, quiet: bool) -> Result<()> {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let quiet = a.quiet;
-    predict(&job_of(a)?, quiet)
+    let job = job_of(a)?;
+    job.validate()?;
+    crate::output_folder(&job.out)?;
+    predict(&job, quiet)
 }

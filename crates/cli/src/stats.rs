@@ -51,6 +51,7 @@ pub fn run(a: StatsArgs) -> Result<()> {
         );
     }
     let map = crate::label_map(a.label_names.as_deref())?;
+    crate::output_folder(&a.out)?;
     let labels = glandseg_nifti::read_labels(&a.labels)?;
     let pet = a
         .pet

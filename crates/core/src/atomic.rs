@@ -3,9 +3,40 @@
 //! the complete new one, never a partial one — this is what keeps a killed training run or
 //! prediction from corrupting a good checkpoint or label map.
 
+//!
+//! The temporary files being written are listed ([`remove_temporaries`]), so that a
+//! program stopped by a signal can delete them before it exits; their names start with
+//! `.glandseg-tmp-` (hidden, and never a name glandseg reads as an output).
+
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Prefix of every temporary file name.
+pub const TEMP_PREFIX: &str = ".glandseg-tmp-";
+
+/// Temporary files being written now.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Deletes every temporary file being written now and returns how many there were. For a
+/// signal handler's thread just before the process exits: the lock is held until the
+/// guard returned with the count is dropped, so no new temporary file is started (nor
+/// renamed into place) meanwhile — keep the guard alive until `exit`.
+pub fn remove_temporaries() -> (usize, impl Drop) {
+    let guard = live();
+    let mut n = 0;
+    for p in guard.iter() {
+        if std::fs::remove_file(p).is_ok() {
+            n += 1;
+        }
+    }
+    (n, guard)
+}
 
 /// Write `path` atomically with the bytes produced by `fill`.
 pub fn write_with<F>(path: &Path, fill: F) -> Result<()>
@@ -18,7 +49,7 @@ where
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".glandseg-tmp-");
+    builder.prefix(TEMP_PREFIX);
     // tempfile creates 0600 files (right for secrets, wrong for outputs): a label map or
     // review PNG must be readable by colleagues, viewers and web servers exactly like a
     // file made by File::create, so ask for 0666 and let open(2) apply the umask.
@@ -27,15 +58,30 @@ where
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
-    {
-        let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
-        fill(&mut buf).map_err(|e| Error::io(path, e))?;
-        buf.flush().map_err(|e| Error::io(path, e))?;
+    let mut tmp = {
+        let mut l = live();
+        let tmp = builder.tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+        l.push(tmp.path().to_path_buf());
+        tmp
+    };
+    let tmp_path = tmp.path().to_path_buf();
+    let result = (|| {
+        {
+            let mut buf = std::io::BufWriter::new(tmp.as_file_mut());
+            fill(&mut buf).map_err(|e| Error::io(path, e))?;
+            buf.flush().map_err(|e| Error::io(path, e))?;
+        }
+        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+        let mut l = live();
+        let r = tmp.persist(path).map_err(|e| Error::io(path, e.error));
+        l.retain(|p| *p != tmp_path);
+        r.map(|_| ())
+    })();
+    if result.is_err() {
+        // The temporary file was deleted when dropped.
+        live().retain(|p| *p != tmp_path);
     }
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    result
 }
 
 /// Write `bytes` to `path` atomically.

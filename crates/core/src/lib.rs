@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod error;
 pub mod geometry;
 pub mod labels;
+pub mod panics;
 pub mod progress;
 pub mod testdata;
 pub mod volume;

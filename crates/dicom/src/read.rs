@@ -10,6 +10,10 @@
 //!   pydicom ignores them: the data set is read up to the end of the Pixel Data element.
 //! - A **truncated** file is refused with where it ends: the file size, the element being
 //!   read and the offset and length it declares.
+//! - An element, item or sequence that **declares more bytes than the file holds** (a
+//!   corrupt length such as 0xFFFFFFF0) is refused before dicom-rs reads it: dicom-rs sizes
+//!   its buffer from the declared length first, so such a file cost seconds and gigabytes
+//!   of memory before it failed (found by `glandseg-fuzz`).
 
 use crate::series::DicomError;
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
@@ -53,6 +57,7 @@ fn open(path: &Path, header_only: bool) -> Result<DefaultDicomObject, DicomError
     if !path.is_file() {
         return Err(file_err(path, "no such file"));
     }
+    preflight(path, header_only)?;
     let opts = || {
         let o = OpenFileOptions::new();
         if header_only {
@@ -179,6 +184,16 @@ fn diagnose(path: &Path) -> Result<Diagnosis, DicomError> {
     } else {
         return Err(file_err(path, "no DICM prefix"));
     };
+    // The meta group's and the header's lengths first (dicom-rs sizes buffers from them).
+    if let Err(DicomError::File { msg, .. }) = preflight(path, true) {
+        return Ok(Diagnosis {
+            magic_at,
+            pixel_data_end: None,
+            trailing_is_padding: false,
+            truncation: Some(msg),
+            stopped: None,
+        });
+    }
     let mut cur = std::io::Cursor::new(&bytes[magic_at..]);
     let meta = dicom_object::FileMetaTable::from_reader(&mut cur).map_err(|e| {
         file_err(
@@ -221,6 +236,13 @@ fn diagnose(path: &Path) -> Result<Diagnosis, DicomError> {
         match tok {
             Ok(DataToken::ElementHeader(h)) => {
                 current = Some((h.tag, start + before, start + pos.get(), h.len.get()));
+                // Refused before the parser sizes a buffer for it.
+                if let Some(len) = h.len.get() {
+                    if start + pos.get() + len as usize > total {
+                        d.truncation = Some(truncated_msg(total, h.tag, start + pos.get(), len));
+                        return Ok(d);
+                    }
+                }
             }
             Ok(DataToken::PrimitiveValue(_)) => {
                 if let Some((tag, _, value_at, Some(len))) = current {
@@ -270,6 +292,17 @@ fn diagnose(path: &Path) -> Result<Diagnosis, DicomError> {
             }
             Ok(DataToken::ItemStart { len }) => {
                 item = len.get().map(|l| (start + pos.get(), l));
+                if let Some((at, len)) = item {
+                    if at + len as usize > total {
+                        d.truncation = Some(format!(
+                            "the file is truncated: it ends at byte {total}, {} bytes into an \
+                             item of {} which starts at byte {at} and declares {len} bytes",
+                            total.saturating_sub(at),
+                            tag_name(current.map(|c| c.0).unwrap_or(tags::PIXEL_DATA))
+                        ));
+                        return Ok(d);
+                    }
+                }
             }
             Ok(DataToken::ItemValue(v)) => {
                 if let Some((at, len)) = item {
@@ -339,6 +372,180 @@ fn diagnose(path: &Path) -> Result<Diagnosis, DicomError> {
         };
     }
     Ok(d)
+}
+
+/// VRs whose length field is 2 bytes in Explicit VR (every other one, unknown ones
+/// included, has 2 reserved bytes and a 4-byte length).
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+];
+
+/// How far past the end of the file a declared length may reach before the preflight
+/// refuses it (the buffer dicom-rs would allocate for it first).
+const PREFLIGHT_SLACK: u64 = 16 << 20;
+
+/// A reader over a file that counts the bytes consumed (shared with the caller).
+struct CountingFile<R> {
+    inner: R,
+    pos: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for CountingFile<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos.set(self.pos.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Refuses a file in which an element, item or sequence declares more bytes than are left
+/// in it, before any value of that length is read. Reads the header only (up to the Pixel
+/// Data) when `header_only`; otherwise walks the Pixel Data's fragments too. Anything else
+/// wrong is left to the real parse, which words it better.
+fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
+    let mut f =
+        std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let total = f
+        .metadata()
+        .map_err(|e| file_err(path, format!("cannot read: {e}")))?
+        .len();
+    let mut head = Vec::new();
+    (&mut f)
+        .take(132)
+        .read_to_end(&mut head)
+        .map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let magic_at: u64 = if head.len() >= 132 && &head[128..132] == b"DICM" {
+        128
+    } else if head.starts_with(b"DICM") {
+        0
+    } else {
+        return Ok(());
+    };
+    use std::io::{BufReader, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(magic_at + 4))
+        .map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let mut r = BufReader::new(f);
+    // The file meta group: Explicit VR Little Endian, walked by hand as dicom-rs reads
+    // it (every element up to the group length, whatever its group), because its reader
+    // sizes its buffers from the declared lengths too.
+    let mut at = magic_at + 4;
+    let mut group_length: Option<u64> = None;
+    let mut consumed = 0u64;
+    loop {
+        let mut h = [0u8; 8];
+        if r.read_exact(&mut h).is_err() {
+            return Ok(());
+        }
+        let tag = Tag(
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
+        let (len, header) = if SHORT_VRS.iter().any(|v| **v == [h[4], h[5]]) {
+            (u16::from_le_bytes([h[6], h[7]]) as u32, 8)
+        } else {
+            let mut l = [0u8; 4];
+            if r.read_exact(&mut l).is_err() {
+                return Ok(());
+            }
+            (u32::from_le_bytes(l), 12)
+        };
+        let value_at = at + header;
+        if len == u32::MAX {
+            // dicom-rs refuses it with a clear message.
+            return Ok(());
+        }
+        if value_at + len as u64 > total {
+            return Err(file_err(
+                path,
+                truncated_msg(total as usize, tag, value_at as usize, len),
+            ));
+        }
+        let Some(gl) = group_length else {
+            if tag != Tag(0x0002, 0x0000) || len != 4 {
+                return Ok(());
+            }
+            let mut v = [0u8; 4];
+            if r.read_exact(&mut v).is_err() {
+                return Ok(());
+            }
+            group_length = Some(u32::from_le_bytes(v) as u64);
+            at = value_at + 4;
+            continue;
+        };
+        if r.seek_relative(len as i64).is_err() {
+            return Ok(());
+        }
+        at = value_at + len as u64;
+        consumed += header + len as u64;
+        if consumed >= gl {
+            break;
+        }
+    }
+    // The data set, token by token, after the meta group (read again from "DICM").
+    let mut r = r.into_inner();
+    r.seek(SeekFrom::Start(magic_at))
+        .map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let mut r = BufReader::new(r);
+    let Ok(meta) = dicom_object::FileMetaTable::from_reader(&mut r) else {
+        return Ok(());
+    };
+    let Some(ts) =
+        dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(meta.transfer_syntax())
+    else {
+        return Ok(());
+    };
+    if ts.uid() == "1.2.840.10008.1.2.1.99" {
+        // Lengths count inflated bytes: not comparable with the file's size.
+        return Ok(());
+    }
+    let Ok(start) = r.stream_position() else {
+        return Ok(());
+    };
+    let pos = Rc::new(Cell::new(start));
+    let reader = CountingFile {
+        inner: r,
+        pos: pos.clone(),
+    };
+    let Ok(tokens) = DataSetReader::new_with_ts(reader, ts) else {
+        return Ok(());
+    };
+    let too_long = |tag: Tag, len: Option<u32>| -> Result<(), DicomError> {
+        // The position is where the value starts: the header was just read (a buffered
+        // reader may have read ahead, so this counts what the parser consumed).
+        // Only lengths far past the end (what costs memory) are refused here; a file cut
+        // short is left to the parse and its diagnosis, which say where it ends.
+        match len {
+            Some(len) if pos.get() + len as u64 > total + PREFLIGHT_SLACK => Err(file_err(
+                path,
+                truncated_msg(total as usize, tag, pos.get() as usize, len),
+            )),
+            _ => Ok(()),
+        }
+    };
+    let mut last_tag = tags::PIXEL_DATA;
+    for tok in tokens {
+        match tok {
+            Ok(DataToken::ElementHeader(h)) => {
+                // A header-only read leaves the Pixel Data to the pixel reader, which says
+                // where a cut file ends (the scan must still list the slice).
+                if header_only && h.tag == tags::PIXEL_DATA {
+                    return Ok(());
+                }
+                too_long(h.tag, h.len.get())?;
+                last_tag = h.tag;
+            }
+            Ok(DataToken::SequenceStart { tag, len }) => {
+                too_long(tag, len.get())?;
+                last_tag = tag;
+            }
+            Ok(DataToken::PixelSequenceStart) if header_only => return Ok(()),
+            Ok(DataToken::ItemStart { len }) => too_long(last_tag, len.get())?,
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 /// Whether everything after the Pixel Data is padding (zeros or spaces); sets

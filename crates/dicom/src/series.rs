@@ -365,8 +365,14 @@ pub fn load_series(info: &SeriesInfo) -> Result<LoadedSeries, DicomError> {
 /// PET slices each carry their own slope).
 pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
     let obj = crate::read::open_full(path)?;
-    let decoded = obj
-        .decode_pixel_data()
+    // Through `quietly`: dicom-rs' JPEG 2000 adapter panics on an empty fragment.
+    let decoded = glandseg_core::panics::quietly(|| obj.decode_pixel_data())
+        .map_err(|e| {
+            file_err(
+                path,
+                format!("cannot decode the pixel data: the decoder failed: {e}"),
+            )
+        })?
         .map_err(|e| file_err(path, format!("cannot decode the pixel data: {e}")))?;
     if decoded.samples_per_pixel() != 1 {
         return Err(file_err(
@@ -377,12 +383,14 @@ pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
             ),
         ));
     }
-    let raw: Vec<f64> = decoded
-        .to_vec_frame_with_options(
+    let raw: Vec<f64> = glandseg_core::panics::quietly(|| {
+        decoded.to_vec_frame_with_options(
             0,
             &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
         )
-        .map_err(|e| file_err(path, format!("cannot convert the pixel data: {e}")))?;
+    })
+    .map_err(|e| file_err(path, format!("cannot convert the pixel data: {e}")))?
+    .map_err(|e| file_err(path, format!("cannot convert the pixel data: {e}")))?;
     let mut raw = raw;
     reinterpret_j2k_sign(path, &obj, &mut raw)?;
     if raw.len() != n {

@@ -99,12 +99,17 @@ pub fn model_from_bytes<B: Backend>(
     device: &B::Device,
     path: &Path,
 ) -> Result<UNet<B>> {
-    let record =
-        Recorder::<B>::load(&recorder(), bytes, device).map_err(|e| ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!("weights do not fit the planned network: {e}"),
-        })?;
-    Ok(model.load_record(record))
+    let bad = |msg: String| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("weights do not fit the planned network: {msg}"),
+    };
+    // burn's binary recorder unwraps its decoding errors: a damaged model block panics
+    // inside it (found by glandseg-fuzz), so the panic is caught and becomes this error.
+    let record = glandseg_core::panics::quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
+        .map_err(bad)?
+        .map_err(|e| bad(e.to_string()))?;
+    // burn asserts that the record fits the module (a panic on a damaged block).
+    glandseg_core::panics::quietly(|| model.load_record(record)).map_err(bad)
 }
 
 /// Every float parameter's values in visiting order: weights compared across runs (the

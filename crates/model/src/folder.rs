@@ -25,9 +25,20 @@ pub const BEST: &str = "checkpoint_best.ckpt";
 /// The checkpoint written when a fold's training ends.
 pub const FINAL: &str = "checkpoint_final.ckpt";
 
+/// The model folder format this glandseg writes and reads (`model.json`'s
+/// `format_version`; a folder without one is version 1, the format before the field).
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+fn format_version_1() -> u32 {
+    1
+}
+
 /// `model.json`: what a person or a later glandseg needs to know about the model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelInfo {
+    /// The model folder format ([`MODEL_FORMAT_VERSION`] when written by this glandseg).
+    #[serde(default = "format_version_1")]
+    pub format_version: u32,
     /// The glandseg that made the folder.
     pub glandseg_version: String,
     /// Input channels, in order (CT first).
@@ -50,8 +61,55 @@ pub struct ModelFolder {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // A folder from another glandseg reads as valid JSON with fields missing or
+        // unknown: say which glandseg wrote it.
+        let by = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["glandseg_version"].as_str().map(str::to_string))
+            .map(|v| {
+                format!(
+                    " (written by glandseg {v}; this is glandseg {})",
+                    env!("CARGO_PKG_VERSION")
+                )
+            })
+            .unwrap_or_default();
+        ModelError::Input(format!(
+            "{}: not a model file this glandseg can read{by}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Reads `model.json`, refusing a format newer than this glandseg's.
+fn read_info(path: &Path) -> Result<ModelInfo> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if let Some(f) = v.get("format_version") {
+            let version = f.as_u64().filter(|n| *n >= 1);
+            if version.is_none_or(|n| n > MODEL_FORMAT_VERSION as u64) {
+                return Err(ModelError::Input(format!(
+                    "{}: model folder format_version {f}, this glandseg ({}) reads version {MODEL_FORMAT_VERSION}{}; \
+                     use the glandseg that trained the model, or retrain",
+                    path.display(),
+                    env!("CARGO_PKG_VERSION"),
+                    v["glandseg_version"]
+                        .as_str()
+                        .map(|g| format!(" (the folder was written by glandseg {g})"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    }
+    read_json(path)
+}
+
+/// Reads `plans.json` and checks it ([`Plan::check`]).
+fn read_plan(path: &Path) -> Result<Plan> {
+    let plan: Plan = read_json(path)?;
+    plan.check()
+        .map_err(|e| ModelError::Input(format!("{}: {e}", path.display())))?;
+    Ok(plan)
 }
 
 impl ModelFolder {
@@ -61,7 +119,7 @@ impl ModelFolder {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
         let plan_path = dir.join("plans.json");
         if plan_path.exists() {
-            let existing: Plan = read_json(&plan_path)?;
+            let existing: Plan = read_plan(&plan_path)?;
             if existing != *plan {
                 return Err(ModelError::Input(format!(
                     "{} holds a different plan; train into a new model folder",
@@ -73,9 +131,10 @@ impl ModelFolder {
         }
         let info_path = dir.join("model.json");
         let mut info = if info_path.exists() {
-            read_json(&info_path)?
+            read_info(&info_path)?
         } else {
             ModelInfo {
+                format_version: MODEL_FORMAT_VERSION,
                 glandseg_version: env!("CARGO_PKG_VERSION").into(),
                 channels: plan.channels.clone(),
                 labels: plan.labels.clone(),
@@ -101,8 +160,8 @@ impl ModelFolder {
         }
         Ok(ModelFolder {
             dir: dir.to_path_buf(),
-            plan: read_json(&dir.join("plans.json"))?,
-            info: read_json(&dir.join("model.json"))?,
+            plan: read_plan(&dir.join("plans.json"))?,
+            info: read_info(&dir.join("model.json"))?,
         })
     }
 

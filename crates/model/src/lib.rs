@@ -21,7 +21,7 @@ pub mod error;
 pub mod folder;
 
 pub use error::{ModelError, Result};
-pub use folder::{ModelFolder, ModelInfo, BEST, FINAL, LATEST};
+pub use folder::{ModelFolder, ModelInfo, BEST, FINAL, LATEST, MODEL_FORMAT_VERSION};
 
 /// The fine stage's gland atlas inside its model folder (boxes for glands stage 1 missed).
 pub const ATLAS_FILE: &str = "atlas.json";

@@ -61,7 +61,11 @@ impl NiftiHeaderInfo {
     /// Number of 3D volumes (product of dims 4..7).
     pub fn num_volumes(&self) -> usize {
         let nd = self.dim[0].clamp(0, 7) as usize;
-        (4..=nd).map(|a| self.dim[a].max(1) as usize).product()
+        // Saturating: NIfTI-2 dims are 64-bit, and a damaged header's product overflows
+        // (found by glandseg-fuzz); the reader refuses such a count.
+        (4..=nd)
+            .map(|a| self.dim[a].max(1) as usize)
+            .fold(1usize, |acc, n| acc.saturating_mul(n))
     }
 
     /// The scaling nibabel applies: slope 0 or non-finite means "no scaling".

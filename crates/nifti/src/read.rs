@@ -345,9 +345,13 @@ fn read_checked(path: &Path, only_3d: bool) -> Result<NiftiImage, NiftiError> {
         ));
     }
     let geometry = header.geometry(path)?;
+    // Checked, not `num_voxels()`: a damaged header's dims overflow the product (found by
+    // glandseg-fuzz).
     let nvox = geometry
-        .num_voxels()
-        .checked_mul(header.num_volumes())
+        .shape
+        .iter()
+        .try_fold(1usize, |acc, n| acc.checked_mul(*n))
+        .and_then(|n| n.checked_mul(header.num_volumes()))
         .ok_or_else(|| NiftiError::invalid(path, format!("dim = {:?} overflows", header.dim)))?;
     let data = convert(path, &header, &b, nvox)?;
     Ok(NiftiImage {

@@ -271,6 +271,121 @@ pub fn topology(patch: [usize; 3], spacing: [f64; 3], preset: Preset) -> Vec<Sta
 }
 
 impl Plan {
+    /// Checks what a plan read from disk must satisfy before a network is built from it
+    /// or an image resampled with it (a hand-edited or damaged `plans.json` otherwise
+    /// panics, or asks for terabytes): the message names the field and its value.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.channels.len();
+        if n == 0 || n > 16 {
+            return Err(format!("\"channels\" holds {n} names; 1 to 16 expected"));
+        }
+        if self.normalization.len() != n {
+            return Err(format!(
+                "\"normalization\" has {} entries for {n} channels",
+                self.normalization.len()
+            ));
+        }
+        if let Err(e) = LabelMap::new(self.labels.entries().to_vec()) {
+            return Err(format!("\"labels\": {e}"));
+        }
+        if self.labels.num_classes() < 2 {
+            return Err("\"labels\" names no class besides the background".into());
+        }
+        if !(1..=8).contains(&self.stages.len()) {
+            return Err(format!(
+                "\"stages\" holds {} stages; 1 to 8 expected",
+                self.stages.len()
+            ));
+        }
+        for (i, st) in self.stages.iter().enumerate() {
+            if !(1..=1024).contains(&st.features) {
+                return Err(format!(
+                    "stage {i}: features {} (1 to 1024 expected)",
+                    st.features
+                ));
+            }
+            if st.kernel.iter().any(|k| k % 2 == 0 || *k > 7) {
+                return Err(format!(
+                    "stage {i}: kernel {:?} (odd sizes up to 7 expected)",
+                    st.kernel
+                ));
+            }
+            if st.stride.iter().any(|s| !(1..=4).contains(s)) || (i == 0 && st.stride != [1, 1, 1])
+            {
+                return Err(format!("stage {i}: stride {:?}", st.stride));
+            }
+        }
+        let total: [usize; 3] =
+            std::array::from_fn(|a| self.stages.iter().map(|s| s.stride[a]).product());
+        for a in 0..3 {
+            let p = self.patch_size[a];
+            if p == 0 || p > 1024 || !p.is_multiple_of(total[a]) {
+                return Err(format!(
+                    "\"patch_size\" {:?}: every axis 1 to 1024 voxels and divisible by the network's total stride {total:?}",
+                    self.patch_size
+                ));
+            }
+        }
+        if self.patch_size.iter().product::<usize>() > 512 * 512 * 512 {
+            return Err(format!("\"patch_size\" {:?} is too large", self.patch_size));
+        }
+        if !(1..=4096).contains(&self.batch_size) {
+            return Err(format!(
+                "\"batch_size\" {} (1 to 4096 expected)",
+                self.batch_size
+            ));
+        }
+        if self
+            .target_spacing
+            .iter()
+            .any(|s| !(s.is_finite() && *s > 1e-3 && *s < 1e3))
+        {
+            return Err(format!(
+                "\"target_spacing\" {:?} (positive mm expected)",
+                self.target_spacing
+            ));
+        }
+        if let Some(l) = &self.label_source {
+            if l.iter().any(|v| *v as usize >= self.labels.num_classes()) {
+                return Err(format!(
+                    "\"label_source\" {l:?} names a class the plan lacks"
+                ));
+            }
+        }
+        if let Some(c) = &self.cascade {
+            c.fine
+                .check()
+                .map_err(|e| format!("\"cascade\".fine: {e}"))?;
+            if c.fine_class_of.len() != self.labels.num_classes()
+                || c.fine_class_of
+                    .iter()
+                    .any(|v| *v as usize >= c.fine.labels.num_classes())
+            {
+                return Err(format!(
+                    "\"cascade\".fine_class_of {:?} does not map this plan's {} classes onto the fine plan's {}",
+                    c.fine_class_of,
+                    self.labels.num_classes(),
+                    c.fine.labels.num_classes()
+                ));
+            }
+            if !(c.margin_mm.is_finite() && (0.0..=200.0).contains(&c.margin_mm)) {
+                return Err(format!("\"cascade\".margin_mm {}", c.margin_mm));
+            }
+            let f = std::path::Path::new(&c.folder);
+            if c.folder.is_empty()
+                || f.is_absolute()
+                || f.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
+                return Err(format!(
+                    "\"cascade\".folder {:?} must be a folder name inside the model folder",
+                    c.folder
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// True when the first channel is CT: only then is the body found by its HU and the
     /// head-and-neck region localised (a PET-only model uses the whole grid).
     pub fn first_channel_is_ct(&self) -> bool {

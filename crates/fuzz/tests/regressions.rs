@@ -1,0 +1,56 @@
+//! Every input the fuzzer once found crashing, hanging or slow (`regressions/<reader>/*/`,
+//! each with `finding.txt` saying what it did) is now refused quickly and cleanly.
+
+use std::time::Duration;
+
+#[test]
+fn saved_findings_are_refused_quickly() {
+    // Each ran 1-10 s (gigabyte allocations) or panicked before its fix; now milliseconds.
+    let bad = glandseg_fuzz::replay_regressions(Duration::from_secs(3)).unwrap();
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+#[test]
+fn length_past_the_end_is_named() {
+    use glandseg_fuzz::{execute, regressions_dir, Outcome, Reader, Sample};
+    let scratch = tempfile::tempdir().unwrap();
+    for (reader, case, words) in [
+        (Reader::Nifti, "nifti/dims-product-overflows", "overflows"),
+        (
+            Reader::NiftiGz,
+            "nifti-gz/dims-product-overflows",
+            "overflows",
+        ),
+        (
+            Reader::DicomFile,
+            "dicom/data-set-length-past-end",
+            "(7F7F,7FFF)",
+        ),
+        (
+            Reader::DicomFile,
+            "dicom/meta-group-length-past-end",
+            "MediaStorageSOPInstanceUID",
+        ),
+        (
+            Reader::RtStruct,
+            "rtstruct/meta-group-length-past-end",
+            "declares",
+        ),
+        (
+            Reader::Model,
+            "model/plans-without-stages",
+            "\"stages\" holds 0 stages",
+        ),
+        (
+            Reader::Model,
+            "model/checkpoint-model-block-undecodable",
+            "checkpoint_final.ckpt: weights do not fit",
+        ),
+    ] {
+        let sample = Sample::from_dir(&regressions_dir().join(case).join("files")).unwrap();
+        match execute(reader, &sample, scratch.path()) {
+            Outcome::Refused(msg) => assert!(msg.contains(words), "{case}: {msg}"),
+            o => panic!("{case}: {o:?}"),
+        }
+    }
+}
