@@ -255,6 +255,24 @@ pub fn plan_boxes(
     out
 }
 
+/// The voxel box of `factor` times the atlas's largest half-extent of gland `v` around its
+/// stage-1 centroid; None when the atlas does not know the gland or stage 1 did not find it.
+fn atlas_extent_box(
+    g: &glandseg_core::Geometry,
+    v: u8,
+    found: &[(u8, [f64; 3])],
+    atlas: &GlandAtlas,
+    factor: f64,
+) -> Option<([usize; 3], [usize; 3])> {
+    let m = atlas.labels.iter().position(|&x| x == v)?;
+    let half = atlas.half_extent_mm[m];
+    let &(_, centre) = found.iter().find(|(x, _)| *x == v)?;
+    if half.iter().any(|&h| h <= 0.0) {
+        return None;
+    }
+    world_box(g, centre, half.map(|h| factor * h))
+}
+
 /// `found_box` of gland `v` grown to hold the atlas's largest half-extent of that gland
 /// around the stage-1 centroid. A coarse network that found only part of a gland (a
 /// fatty, low-uptake parotid) would otherwise give a box that cuts the gland, and stage
@@ -266,17 +284,7 @@ fn grow_to_atlas(
     found: &[(u8, [f64; 3])],
     atlas: &GlandAtlas,
 ) -> ([usize; 3], [usize; 3]) {
-    let Some(m) = atlas.labels.iter().position(|&x| x == v) else {
-        return found_box;
-    };
-    let half = atlas.half_extent_mm[m];
-    let Some(&(_, centre)) = found.iter().find(|(x, _)| *x == v) else {
-        return found_box;
-    };
-    if half.iter().any(|&h| h <= 0.0) {
-        return found_box;
-    }
-    let Some((lo, hi)) = world_box(g, centre, half) else {
+    let Some((lo, hi)) = atlas_extent_box(g, v, found, atlas, 1.0) else {
         return found_box;
     };
     let mut out = found_box;
@@ -296,17 +304,7 @@ fn limit_to_atlas(
     found: &[(u8, [f64; 3])],
     atlas: &GlandAtlas,
 ) -> ([usize; 3], [usize; 3]) {
-    let Some(m) = atlas.labels.iter().position(|&x| x == v) else {
-        return found_box;
-    };
-    let half = atlas.half_extent_mm[m];
-    let Some(&(_, centre)) = found.iter().find(|(x, _)| *x == v) else {
-        return found_box;
-    };
-    if half.iter().any(|&h| h <= 0.0) {
-        return found_box;
-    }
-    let Some((lo, hi)) = world_box(g, centre, half.map(|h| 1.5 * h)) else {
+    let Some((lo, hi)) = atlas_extent_box(g, v, found, atlas, 1.5) else {
         return found_box;
     };
     let mut out = found_box;
