@@ -489,6 +489,6 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
         ));
     }
     glandseg_core::atomic::write_bytes(&dir.join("dose.csv"), s.as_bytes())?;
-    crate::plot::save_png(&dir.join("tac.png"), &crate::plot::tac_plot(report))?;
+    glandseg_viz::save_png(&dir.join("tac.png"), &crate::plot::tac_plot(report))?;
     Ok(())
 }

@@ -5,7 +5,6 @@
 use crate::job::DoseReport;
 use font8x8::UnicodeFonts;
 use image::{Rgb, RgbImage};
-use std::path::Path;
 
 const W: u32 = 900;
 const H: u32 = 520;
@@ -160,15 +159,4 @@ pub(crate) fn tac_plot(report: &DoseReport) -> RgbImage {
         text(&mut img, x1 - 274, ly, name, c);
     }
     img
-}
-
-/// PNG, written atomically.
-pub(crate) fn save_png(path: &Path, img: &RgbImage) -> glandseg_core::Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| glandseg_core::Error::io(path, std::io::Error::other(e)))?;
-    glandseg_core::atomic::write_bytes(path, &bytes)
 }
