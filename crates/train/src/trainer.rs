@@ -331,21 +331,59 @@ pub fn targets<B: Backend>(
     out
 }
 
-/// Background probability of a fresh network's output ([`UNet::with_background_prior`]):
-/// about the share of background in a gland-centred patch.
+/// Background probability of a fresh network's output when no training patches are at
+/// hand to measure the class shares ([`UNet::with_background_prior`]).
 pub const BACKGROUND_PRIOR: f64 = 0.99;
+
+/// Batches drawn to measure the class shares a fresh network starts from.
+const PRIOR_BATCHES: u64 = 16;
+
+/// Each class's share of the voxels in training batches drawn exactly as training draws
+/// them (same sampler, oversampling and augmentation; iteration numbers far from any
+/// training or validation draw), for [`UNet::with_class_prior`].
+pub fn class_prior(
+    cases: &[CachedCase],
+    sampler: &PatchSampler,
+    batch: usize,
+    oversample: f64,
+    seed: u64,
+    fold: &str,
+    classes: usize,
+) -> Vec<f64> {
+    let mut counts = vec![0u64; classes.max(1)];
+    for i in 0..PRIOR_BATCHES {
+        let b = make_batch(cases, sampler, batch, oversample, seed, fold, (u64::MAX / 2) + i);
+        for &l in &b.labels {
+            if let Some(c) = counts.get_mut(l as usize) {
+                *c += 1;
+            }
+        }
+    }
+    let total = counts.iter().sum::<u64>().max(1) as f64;
+    counts.iter().map(|&c| c as f64 / total).collect()
+}
 
 /// A freshly initialised network, the same for the same seed. burn's backends seed one
 /// process-wide RNG and initialise parameters lazily (on first use), so the seed, the
 /// construction and a touch of every parameter happen under one lock: runs in parallel
 /// threads of one process (tests, a fold ensemble) then cannot interleave their draws.
-pub fn seeded_network<B: Backend>(plan: &Plan, seed: u64, device: &B::Device) -> UNet<B> {
+///
+/// `prior`: each class's share in the training patches ([`class_prior`]); `None` starts
+/// from the fixed [`BACKGROUND_PRIOR`].
+pub fn seeded_network<B: Backend>(
+    plan: &Plan,
+    seed: u64,
+    prior: Option<&[f64]>,
+    device: &B::Device,
+) -> UNet<B> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|p| p.into_inner());
     B::seed(device, seed);
-    let model: UNet<B> = network_config(plan)
-        .init(device)
-        .with_background_prior(BACKGROUND_PRIOR);
+    let fresh = network_config(plan).init(device);
+    let model: UNet<B> = match prior {
+        Some(p) => fresh.with_class_prior(p),
+        None => fresh.with_background_prior(BACKGROUND_PRIOR),
+    };
     let _ = crate::checkpoint::weight_values(&model);
     model
 }
@@ -420,7 +458,9 @@ impl Trainer<'_> {
         let latest = self.fold_dir.join(LATEST);
         let cfg = &self.config;
         let plan = self.plan;
-        let mut model: UNet<B> = seeded_network(plan, cfg.seed, device);
+        // Weights of a resumed run come from its checkpoint; a fresh run's output heads are
+        // re-initialised below from the class shares of its own training patches.
+        let mut model: UNet<B> = seeded_network(plan, cfg.seed, None, device);
         let mut optim = Optim::<B>::new(cfg);
         let mut state = TrainState {
             fold: self.fold.clone(),
@@ -471,6 +511,28 @@ impl Trainer<'_> {
             augment: AugmentConfig::none(),
             ..sampler.clone()
         };
+        if resumed_from_epoch.is_none() {
+            let prior = class_prior(
+                &train,
+                &sampler,
+                batch,
+                cfg.oversample_foreground,
+                cfg.seed,
+                &state.fold,
+                plan.labels.num_classes(),
+            );
+            let shares: Vec<String> = plan
+                .labels
+                .entries()
+                .iter()
+                .map(|(v, name)| format!("{name} {:.4}", prior.get(*v as usize).unwrap_or(&0.0)))
+                .collect();
+            self.progress.note(&format!(
+                "   class shares in training patches (the output layer's prior): {}",
+                shares.join(", ")
+            ));
+            model = seeded_network(plan, cfg.seed, Some(&prior), device);
+        }
         let levels = plan.stages.len() - 1;
         let ds = DeepSupervisionLoss::new(levels.max(1));
         let classes = plan.labels.num_classes();

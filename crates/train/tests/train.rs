@@ -329,3 +329,26 @@ fn same_seed_same_weights() {
             .unwrap();
     assert!(x == y, "a seeded run is reproducible");
 }
+
+/// The output layer's prior is measured on the patches training will draw: shares that sum
+/// to one, every gland present, and patches forced onto glands carry less background than
+/// random ones (the fine stage's case, where a fixed 0.99 background prior eroded outlines).
+#[test]
+fn class_prior_is_measured_on_training_patches() {
+    let (_, plan) = fixture();
+    let cache = cache();
+    let cases: Vec<_> = (0..2).map(|i| cache.open_case(i).unwrap()).collect();
+    let sampler = PatchSampler::for_plan(plan, plan.patch_size, AugmentConfig::none());
+    let classes = plan.labels.num_classes();
+    let random = glandseg_train::trainer::class_prior(&cases, &sampler, 2, 0.0, 0, "all", classes);
+    let forced = glandseg_train::trainer::class_prior(&cases, &sampler, 2, 1.0, 0, "all", classes);
+    for p in [&random, &forced] {
+        assert_eq!(p.len(), classes);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+    }
+    assert!(forced[1..].iter().all(|&s| s > 0.0), "a gland never drawn: {forced:?}");
+    assert!(forced[0] < random[0], "forced {forced:?} vs random {random:?}");
+    // Same draws, same shares (a resumed or repeated run starts from the same network).
+    let again = glandseg_train::trainer::class_prior(&cases, &sampler, 2, 1.0, 0, "all", classes);
+    assert_eq!(forced, again);
+}
