@@ -255,3 +255,52 @@ fn sigterm_during_convert_leaves_only_complete_files() {
         failed_naming(&again, &["is not empty"]);
     }
 }
+
+/// A full disk, simulated with a file-size limit (RLIMIT_FSIZE: a write past it fails with
+/// EFBIG, as a write to a full disk fails with ENOSPC; mounting a small tmpfs needs
+/// privileges a test does not have). `convert` must stop with the file named, exit 1 and
+/// leave neither a temporary nor a truncated file.
+#[cfg(unix)]
+#[test]
+fn full_disk_during_convert_names_the_file_and_leaves_no_partial_output() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = phantom(dir.path(), "1", "0.5", true);
+    let out = dir.path().join("converted");
+    let mut c = glandseg();
+    c.arg("convert").arg(ds.join("dicom")).arg("-o").arg(&out);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            // Ignored dispositions survive exec: the write fails instead of SIGXFSZ killing.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 48 * 1024,
+                rlim_max: 48 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    let e = failed_naming(&o, &["converted"]);
+    assert!(
+        e.contains("File too large") || e.contains("file too large"),
+        "the cause is not named: {e}"
+    );
+    let left = files_under(&out);
+    assert!(
+        !left.iter().any(|p| p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".glandseg-tmp-"))),
+        "temporary files left: {left:?}"
+    );
+    for p in &left {
+        if p.to_string_lossy().ends_with(".nii.gz") {
+            glandseg_nifti::read_volume(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+    }
+    assert!(!out.join("dataset.json").exists());
+}

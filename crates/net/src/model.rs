@@ -170,15 +170,9 @@ impl<B: Backend> UNet<B> {
 
     /// Sets every output head's bias to the log of each class's share (`prior`, one entry
     /// per output class; floored at 1e-5 and renormalised), so that a fresh network
-    /// predicts the class frequencies it will be trained on.
-    ///
-    /// Why not one fixed background prior: a single 0.99 suits a coarse patch where glands
-    /// are a few percent of the voxels, but in a gland-centred fine-stage patch a parotid
-    /// fills a tenth of it. Starting the parotid at 1/300 of its real share put its logit
-    /// ~3.5 nats too low, and a CPU budget of a few hundred iterations never fully
-    /// recovered that: the outlines came out eroded by about a millimetre (volumes -25 %,
-    /// false negatives ten times the false positives). The measured shares keep the small
-    /// class small (what the lacrimal fix needs) and the big ones big.
+    /// predicts those shares everywhere. [`UNet::with_background_prior`] is the case of a
+    /// fixed background share; training uses that one (measured shares of the training
+    /// patches did not train better: see `glandseg_train::trainer::class_prior`).
     pub fn with_class_prior(mut self, prior: &[f64]) -> Self {
         for head in self.heads.iter_mut() {
             let Some(bias) = head.bias.take() else {
