@@ -2,7 +2,8 @@
 //! plan -> preprocess -> tiny training -> predict -> evaluate -> report (`glandseg demo`),
 //! then the same model on the phantom's DICOM export, with a DICOM-SEG and an RTSTRUCT
 //! written and read back. Asserts files, geometry and that metrics are computed, not
-//! their values (a four-iteration model segments nothing well).
+//! their values (a four-iteration model segments nothing well); and SIGTERM in the middle
+//! of `predict` leaves only complete files.
 
 use std::path::Path;
 use std::process::Command;
@@ -310,4 +311,93 @@ fn demo_then_predict_on_dicom() {
         compared += 1;
     }
     assert_eq!(compared, 7, "one probability map per class");
+
+    #[cfg(unix)]
+    sigterm_during_predict_leaves_only_complete_files(
+        &out.join("model"),
+        &ds.join("imagesTr"),
+        dir.path(),
+    );
+}
+
+/// Every file under `dir`, recursively.
+#[cfg(unix)]
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM while `predict` writes (issue #13): exit 128 + 15 with a message, no temporary
+/// file left, and every output that is there is complete (each NIfTI reads). Prediction
+/// on these small cases is quick, so a run that ends before a temporary file is seen is
+/// retried with more to write.
+#[cfg(unix)]
+fn sigterm_during_predict_leaves_only_complete_files(model: &Path, images: &Path, dir: &Path) {
+    let tmp = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".glandseg-tmp-"))
+    };
+    for attempt in 0..4 {
+        let out = dir.join(format!("killed{attempt}"));
+        let mut child = glandseg()
+            .args(["predict", "--save-probabilities", "--tta-all-axes", "-i"])
+            .arg(images)
+            .arg("-m")
+            .arg(model)
+            .arg("-o")
+            .arg(&out)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        let caught = loop {
+            if files_under(&out).iter().any(|p| tmp(p)) {
+                break true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            assert!(t.elapsed().as_secs() < 120, "no output started");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        if !caught {
+            continue;
+        }
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let o = child.wait_with_output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            // It finished between the check and the signal: nothing to test this time.
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(128 + libc::SIGTERM), "{e}");
+        assert!(e.contains("stopped by SIGTERM"), "{e}");
+        let left = files_under(&out);
+        assert!(
+            !left.iter().any(|p| tmp(p)),
+            "temporary files left: {left:?}"
+        );
+        for p in &left {
+            if p.to_string_lossy().ends_with(".nii.gz") {
+                glandseg_nifti::read_volume(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            }
+        }
+        return;
+    }
+    panic!("predict always finished before a temporary file was seen");
 }

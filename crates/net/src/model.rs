@@ -245,11 +245,8 @@ mod tests {
     use super::*;
 
     fn net() -> UNet<crate::Cpu> {
-        let plan_stages = glandseg_plan::plan::topology(
-            [16, 16, 16],
-            [1.0; 3],
-            glandseg_plan::Preset::Tiny,
-        );
+        let plan_stages =
+            glandseg_plan::plan::topology([16, 16, 16], [1.0; 3], glandseg_plan::Preset::Tiny);
         UNetConfig {
             in_channels: 2,
             num_classes: 4,
@@ -261,7 +258,15 @@ mod tests {
     fn biases(n: &UNet<crate::Cpu>) -> Vec<Vec<f32>> {
         n.heads
             .iter()
-            .map(|h| h.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap())
+            .map(|h| {
+                h.bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            })
             .collect()
     }
 
@@ -273,7 +278,10 @@ mod tests {
         for head in &b {
             let p: Vec<f64> = head.iter().map(|&x| (x as f64).exp()).collect();
             // Shares renormalised, the empty class floored (never -inf).
-            assert!((p[0] - 0.6).abs() < 1e-4 && (p[1] - 0.3).abs() < 1e-4, "{p:?}");
+            assert!(
+                (p[0] - 0.6).abs() < 1e-4 && (p[1] - 0.3).abs() < 1e-4,
+                "{p:?}"
+            );
             assert!(head[3].is_finite() && p[3] < 1e-4, "{p:?}");
         }
     }
@@ -284,7 +292,10 @@ mod tests {
         for head in &b {
             let p: Vec<f64> = head.iter().map(|&x| (x as f64).exp()).collect();
             assert!((p[0] - 0.99).abs() < 1e-5);
-            assert!(p[1..].iter().all(|&q| (q - 0.01 / 3.0).abs() < 1e-6), "{p:?}");
+            assert!(
+                p[1..].iter().all(|&q| (q - 0.01 / 3.0).abs() < 1e-6),
+                "{p:?}"
+            );
         }
     }
 }

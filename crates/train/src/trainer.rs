@@ -359,7 +359,15 @@ pub fn class_prior(
 ) -> Vec<f64> {
     let mut counts = vec![0u64; classes.max(1)];
     for i in 0..PRIOR_BATCHES {
-        let b = make_batch(cases, sampler, batch, oversample, seed, fold, (u64::MAX / 2) + i);
+        let b = make_batch(
+            cases,
+            sampler,
+            batch,
+            oversample,
+            seed,
+            fold,
+            (u64::MAX / 2) + i,
+        );
         for &l in &b.labels {
             if let Some(c) = counts.get_mut(l as usize) {
                 *c += 1;

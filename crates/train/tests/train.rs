@@ -346,8 +346,14 @@ fn class_prior_is_measured_on_training_patches() {
         assert_eq!(p.len(), classes);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
     }
-    assert!(forced[1..].iter().all(|&s| s > 0.0), "a gland never drawn: {forced:?}");
-    assert!(forced[0] < random[0], "forced {forced:?} vs random {random:?}");
+    assert!(
+        forced[1..].iter().all(|&s| s > 0.0),
+        "a gland never drawn: {forced:?}"
+    );
+    assert!(
+        forced[0] < random[0],
+        "forced {forced:?} vs random {random:?}"
+    );
     // Same draws, same shares (a resumed or repeated run starts from the same network).
     let again = glandseg_train::trainer::class_prior(&cases, &sampler, 2, 1.0, 0, "all", classes);
     assert_eq!(forced, again);
