@@ -156,3 +156,137 @@ fn phantom_timepoints_to_dose_recovers_the_truth() {
         assert!(header.split(',').any(|c| c == col), "{col} not in {header}");
     }
 }
+
+/// True when pydicom can be imported; otherwise prints why the cross-check is skipped, or
+/// panics when `GLANDSEG_REQUIRE_PYDICOM=1` asks for it (CI).
+fn pydicom_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import pydicom, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        let required = std::env::var("GLANDSEG_REQUIRE_PYDICOM").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "GLANDSEG_REQUIRE_PYDICOM=1 but pydicom cannot be imported"
+        );
+        eprintln!("note: python3 with pydicom not found; RTDOSE/NM cross-check skipped");
+    }
+    ok
+}
+
+/// The phantom's NM objects as input: times and injected activity from the headers (no
+/// HOURS=, no --injected-mbq), Bq/mL from the Real World Value Mapping; the dose map as
+/// RTDOSE in the CT's frame of reference; pydicom reads both back.
+#[test]
+fn dicom_nm_in_rtdose_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    run(&[
+        "phantom".into(),
+        "--out".into(),
+        s(&data),
+        "--cases".into(),
+        "1".into(),
+        "--seed".into(),
+        "3".into(),
+        "--scale".into(),
+        "0.5".into(),
+        "--style".into(),
+        "classic".into(),
+        "--timepoints".into(),
+        "4,24,48,96,168".into(),
+        "--spect-fwhm-mm".into(),
+        "12".into(),
+        "--dicom".into(),
+    ]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("meta/GLAND_000.json")).unwrap()).unwrap();
+    let sp = &meta["spect"];
+    let nm = data.join("dicom/GLAND_000/NM");
+    let out = dir.path().join("dose");
+    // Given out of order on purpose: header times are sorted.
+    let mut args = vec![
+        "dose".to_string(),
+        "--labels".into(),
+        s(&data.join("labelsTr/GLAND_000.nii.gz")),
+        "--pvc-fwhm-mm".into(),
+        format!("{}", sp["effective_fwhm_mm"].as_f64().unwrap()),
+        "--ct-dicom".into(),
+        s(&data.join("dicom/GLAND_000/CT")),
+        "-o".into(),
+        s(&out),
+    ];
+    for h in [24, 4, 48, 168, 96] {
+        args.push("--activity".into());
+        args.push(s(&nm.join(format!("spect_{h:03}h.dcm"))));
+    }
+    let text = run(&args);
+    println!("{text}");
+    assert!(text.contains("Real World Value Mapping"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("dose.json")).unwrap()).unwrap();
+    let times: Vec<f64> = json["times_h"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect();
+    for (t, want) in times.iter().zip([4.0, 24.0, 48.0, 96.0, 168.0]) {
+        assert!((t - want).abs() < 1e-6, "{times:?}");
+    }
+    assert_eq!(json["options"]["injected_mbq"].as_f64(), Some(7400.0));
+    for truth in sp["glands"].as_array().unwrap() {
+        let name = truth["name"].as_str().unwrap();
+        if name.starts_with("lacrimal") {
+            continue;
+        }
+        let r = json["glands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap();
+        let e = r["tia_mbq_h"].as_f64().unwrap() / truth["true_tia_mbq_h"].as_f64().unwrap() - 1.0;
+        assert!(e.abs() < 0.05, "{name}: {e:+.3} from DICOM");
+        assert!(r["dose_gy_per_gbq"].as_f64().unwrap() > 0.0);
+    }
+    assert!(out.join("rtdose.dcm").exists());
+    // Bad input through the DICOM path: the header's half-life is Lu-177's, not Y-90's; two
+    // files at the same time.
+    let mut bad = args.clone();
+    bad.extend(["--nuclide".into(), "Y-90".into()]);
+    let o = glandseg().args(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--nuclide") && err.contains("(0018,1075)"),
+        "{err}"
+    );
+    let mut dup = args[..args.len() - 2].to_vec();
+    dup.extend(["--activity".into(), s(&nm.join("spect_004h.dcm"))]);
+    let o = glandseg().args(&dup).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("both at"), "{err}");
+    if pydicom_available() {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check_dose_dicom.py");
+        let o = Command::new("python3")
+            .arg(script)
+            .arg(nm.join("spect_024h.dcm"))
+            .arg(data.join("dicom/GLAND_000/CT"))
+            .arg(out.join("rtdose.dcm"))
+            .arg(out.join("dose.json"))
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        println!("{said}");
+        assert!(o.status.success(), "{said}");
+        let v: serde_json::Value = serde_json::from_str(said.lines().next().unwrap()).unwrap();
+        assert!((v["nm_hours"].as_f64().unwrap() - 24.0).abs() < 1e-6, "{v}");
+    }
+}
