@@ -23,7 +23,9 @@
 //! resolution of the images on the label grid, resampling included (on the phantom a 1 mm
 //! error in a 12.9 mm FWHM moves a salivary gland's TIA by 5-7 %, a lacrimal gland's by
 //! 15-20 %) — and the label map is registered to the images. Activity from beyond
-//! `surround_mm` is ignored (under 1e-4 of a region's at 2 × FWHM).
+//! `surround_mm` is ignored for the glands (under 1e-4 of a region's at 2 × FWHM); it does
+//! spill into the surround's outer edge, which biases the surround's own estimate (a
+//! nuisance parameter, not reported) but not the glands'.
 
 use crate::{DoseError, Result};
 use glandseg_core::Volume;
@@ -277,11 +279,13 @@ mod tests {
             ns[r] += 1;
         }
         let m: Vec<f64> = (0..3).map(|r| sums[r] / ns[r] as f64).collect();
-        assert!(m[0] < 9.5 && m[1] < 15.0, "{m:?}");
+        assert!(m[0] < 7.5 && m[1] < 7.5, "{m:?}");
         let t = gtm.correct(&m).unwrap();
         assert!((t[0] / 10.0 - 1.0).abs() < 0.02, "{t:?}");
         assert!((t[1] / 20.0 - 1.0).abs() < 0.03, "{t:?}");
-        assert!((t[2] - 1.0).abs() < 0.1, "{t:?}");
+        // The surround's own estimate is biased high (activity from beyond it spills in
+        // and is not modelled); it is a nuisance parameter, not reported.
+        assert!(t[2] > 0.9 && t[2] < 1.3, "{t:?}");
     }
 
     #[test]
