@@ -80,10 +80,10 @@ fn is_nifti(p: &Path) -> bool {
 fn parse_activity(s: &str) -> Result<(Option<f64>, PathBuf)> {
     let Some((t, p)) = s.split_once('=') else {
         let p = PathBuf::from(s);
-        if !s.is_empty() && !is_nifti(&p) {
+        if !s.is_empty() && !is_nifti(&p) && p.exists() {
             return Ok((None, p));
         }
-        bail!("--activity {s:?}: expected HOURS=PATH, e.g. 24=A24.nii.gz (a DICOM path may come alone: its header gives the time)");
+        bail!("--activity {s:?}: expected HOURS=PATH, e.g. 24=A24.nii.gz, or an existing DICOM file or folder alone (its header gives the time)");
     };
     let t: f64 = t
         .trim()
