@@ -62,6 +62,10 @@ pub struct DoseArgs {
     /// 2 x FWHM).
     #[arg(long = "pvc-surround-mm")]
     pvc_surround_mm: Option<f64>,
+    /// Standard uncertainty of --pvc-fwhm-mm in mm (default 1): the corrected TIA at
+    /// FWHM +/- this gives pvc_uncertainty_pct, added in quadrature to dose_uncertainty_pct.
+    #[arg(long = "pvc-fwhm-uncertainty-mm")]
+    pvc_fwhm_uncertainty_mm: Option<f64>,
     /// Output folder: dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png.
     #[arg(long, short)]
     out: PathBuf,
@@ -292,6 +296,7 @@ pub fn run(a: DoseArgs) -> Result<()> {
     opt.volume_uncertainty_pct = a.volume_uncertainty_pct;
     opt.pvc_fwhm_mm = a.pvc_fwhm_mm;
     opt.pvc_surround_mm = a.pvc_surround_mm;
+    opt.pvc_fwhm_uncertainty_mm = a.pvc_fwhm_uncertainty_mm;
     // Work in the glands' box grown by the kernel radius only: a CT-grid label map of a
     // whole body would otherwise hold every activity image at full size several times.
     let Some((lo, hi)) = glandseg_dose::job::region_of_interest(&full_labels, &map, &opt) else {

@@ -149,10 +149,25 @@ fn phantom_timepoints_to_dose_recovers_the_truth() {
         assert!(eps_d.abs() < 10.0, "{name}: dose {dose} vs true {dt}");
         // Without the correction the blur costs more than the tolerance.
         assert!(raw < tia, "{name}: uncorrected {raw} >= corrected {tia}");
+        // The FWHM's 1 mm uncertainty is the largest term of the salivary glands' budget,
+        // and it covers the error actually made.
+        let pvc = r["pvc_uncertainty_pct"].as_f64().unwrap();
+        let du = r["dose_uncertainty_pct"].as_f64().unwrap();
+        println!("{name}: pvc_uncertainty_pct {pvc:.1}, dose_uncertainty_pct {du:.1}");
+        assert!(pvc > 2.0 && pvc < 15.0 && du >= pvc, "{name}: {pvc} {du}");
+        assert!(
+            eps_d.abs() < 2.0 * du,
+            "{name}: error {eps_d:+.1} % vs +-{du:.1} %"
+        );
     }
     let csv = std::fs::read_to_string(out.join("dose.csv")).unwrap();
     let header = csv.lines().next().unwrap();
-    for col in ["recovery", "tia_mbq_h_uncorrected", "dose_gy_uncorrected"] {
+    for col in [
+        "recovery",
+        "pvc_uncertainty_pct",
+        "tia_mbq_h_uncorrected",
+        "dose_gy_uncorrected",
+    ] {
         assert!(header.split(',').any(|c| c == col), "{col} not in {header}");
     }
 }

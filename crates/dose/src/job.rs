@@ -58,6 +58,9 @@ pub struct DoseOptions {
     pub pvc_fwhm_mm: Option<f64>,
     /// Width of the PVC surround region, mm (default 2 × FWHM).
     pub pvc_surround_mm: Option<f64>,
+    /// Standard uncertainty of the PVC's FWHM, mm (default 1 mm): the corrected TIA at
+    /// FWHM ± this gives `pvc_uncertainty_pct`, which enters `dose_uncertainty_pct`.
+    pub pvc_fwhm_uncertainty_mm: Option<f64>,
 }
 
 impl DoseOptions {
@@ -74,6 +77,7 @@ impl DoseOptions {
             volume_uncertainty_pct: None,
             pvc_fwhm_mm: None,
             pvc_surround_mm: None,
+            pvc_fwhm_uncertainty_mm: None,
         }
     }
 }
@@ -125,6 +129,10 @@ pub struct GlandDose {
     pub v20gy_pct: Option<f64>,
     /// Partial-volume correction: the gland's own recovery coefficient (GTM w_ii).
     pub recovery: Option<f64>,
+    /// Partial-volume correction: relative uncertainty of the corrected TIA from the
+    /// FWHM's uncertainty, %: half the spread of the trapezoid TIA of the corrected
+    /// activities at FWHM ± its uncertainty, relative to the TIA at the FWHM.
+    pub pvc_uncertainty_pct: Option<f64>,
     /// Partial-volume correction: activity measured in the gland before correction, MBq.
     pub activity_mbq_uncorrected: Option<Vec<f64>>,
     /// Partial-volume correction: the TIA of the uncorrected activities, MBq·h.
@@ -338,6 +346,35 @@ pub fn compute_dose(
         Some(gtm) => Some(gtm.corrected_activities(labels, &act)?),
         None => None,
     };
+    // The corrected activities at FWHM ± its uncertainty, for pvc_uncertainty_pct.
+    let spread: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = match &gtm {
+        Some(gtm) => {
+            let d = opt.pvc_fwhm_uncertainty_mm.unwrap_or(1.0);
+            if !(d.is_finite() && d >= 0.0 && d < gtm.fwhm_mm) {
+                return Err(DoseError::invalid(
+                    "pvc_fwhm_uncertainty_mm",
+                    format!(
+                        "must be 0 or more and below the FWHM ({} mm), got {d}",
+                        gtm.fwhm_mm
+                    ),
+                ));
+            }
+            let at = |f: f64| -> Result<Vec<Vec<f64>>> {
+                crate::pvc::Gtm::build(labels, &gtm.labels, f, gtm.surround_mm)?
+                    .corrected_activities(labels, &act)
+            };
+            Some((at(gtm.fwhm_mm - d)?, at(gtm.fwhm_mm + d)?))
+        }
+        None => None,
+    };
+    // Trapezoid + physical tail of one gland's activities (the spread's TIA measure).
+    let trap_tia = |a: &[f64]| -> f64 {
+        let mut s = 0.5 * times[0] * a[0];
+        for i in 1..times.len() {
+            s += 0.5 * (times[i] - times[i - 1]) * (a[i] + a[i - 1]);
+        }
+        s + a[times.len() - 1] / lp
+    };
     for (n_gland, &(value, name)) in present.iter().enumerate() {
         let idx: Vec<usize> = (0..nvox).filter(|&v| lab[v] == value).collect();
         let field = |e: DoseError| match e {
@@ -398,6 +435,12 @@ pub fn compute_dose(
                 .push("no positive activity measured in the gland at any time point".to_string());
         }
         let recovery = gtm.as_ref().and_then(|g| g.recovery(value));
+        let pvc_pct = spread.as_ref().and_then(|(lo, hi)| {
+            let per = |c: &Vec<Vec<f64>>| c.iter().map(|t| t[n_gland]).collect::<Vec<f64>>();
+            let mid = trap_tia(&activity);
+            (mid > 0.0)
+                .then(|| 100.0 * (trap_tia(&per(hi)) - trap_tia(&per(lo))).abs() / (2.0 * mid))
+        });
         if name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML {
             caveats.push(match recovery {
                 None => format!(
@@ -430,11 +473,12 @@ pub fn compute_dose(
             tia_mbq_h: tia,
             tia_trapezoid_mbq_h: trap,
             uncertainty_pct: chosen.uncertainty_pct(),
-            dose_uncertainty_pct: combined_uncertainty(
+            dose_uncertainty_pct: combined_uncertainty(&[
                 chosen.uncertainty_pct(),
                 opt.calibration_uncertainty_pct,
                 opt.volume_uncertainty_pct,
-            ),
+                pvc_pct,
+            ]),
             dose_gy: dose,
             dose_gy_sphere: tia * sphere.s_gy_per_mbq_h,
             dose_gy_voxel_mean: None,
@@ -444,6 +488,7 @@ pub fn compute_dose(
             d98_gy: None,
             v20gy_pct: None,
             recovery,
+            pvc_uncertainty_pct: pvc_pct,
             activity_mbq_uncorrected: corrected.as_ref().map(|_| measured.clone()),
             tia_mbq_h_uncorrected: uncorrected_tia,
             dose_gy_uncorrected: uncorrected_tia.map(|t| local_deposition_gy(nu, t, mass_g)),
@@ -503,7 +548,8 @@ pub fn compute_dose(
             "dose_gy_sphere = TIA * (phi_e k_e + phi_g k_g) / mass_g, unit-density sphere, straight-line electrons, exp(-mu_en 3R/4) photons",
             "dose map: voxel TIA (per-voxel trapezoid, rescaled to the gland TIA) convolved (FFT) with a voxel-S-value kernel (local electrons + photon point kernel, truncated)",
             "uncertainty_pct: TIA standard deviation from the fit covariance (delta method) only",
-            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2), components treated as independent (a simplified EANM 2018 propagation)",
+            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2 + pvc^2), components treated as independent (a simplified EANM 2018 propagation)",
+            "pvc: geometric transfer matrix of the glands and a surround region, Gaussian PSF of pvc_fwhm_mm on the label grid; pvc_uncertainty_pct from the corrected TIA at FWHM -/+ pvc_fwhm_uncertainty_mm",
         ],
         glands,
         absent,
@@ -513,20 +559,14 @@ pub fn compute_dose(
     Ok((report, vol))
 }
 
-/// √(fit² + calibration² + volume²) over the components that are known (%); None when
-/// none is. The calibration factor is common to all time points, so its relative
-/// uncertainty carries into the TIA unchanged; the volume's enters through the mass.
-/// Independence is assumed: the EANM guidance (Gear et al. 2018) also correlates volume
-/// and recovered activity, which this leaves out.
-pub fn combined_uncertainty(
-    fit_pct: Option<f64>,
-    calibration_pct: Option<f64>,
-    volume_pct: Option<f64>,
-) -> Option<f64> {
-    let parts: Vec<f64> = [fit_pct, calibration_pct, volume_pct]
-        .into_iter()
-        .flatten()
-        .collect();
+/// √(fit² + calibration² + volume² + pvc²) over the components that are known (%); None
+/// when none is. The calibration factor is common to all time points, so its relative
+/// uncertainty carries into the TIA unchanged; the volume's enters through the mass; the
+/// PVC's is the corrected TIA's sensitivity to the FWHM. Independence is assumed: the
+/// EANM guidance (Gear et al. 2018) also correlates volume and recovered activity, which
+/// this leaves out.
+pub fn combined_uncertainty(parts_pct: &[Option<f64>]) -> Option<f64> {
+    let parts: Vec<f64> = parts_pct.iter().flatten().copied().collect();
     (!parts.is_empty()).then(|| parts.iter().map(|p| p * p).sum::<f64>().sqrt())
 }
 
@@ -540,11 +580,11 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
     let mut s = String::from(
         "label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h,tia_trapezoid_mbq_h,uncertainty_pct,dose_uncertainty_pct,\
          dose_gy,dose_gy_sphere,dose_gy_voxel_mean,dose_gy_per_gbq,d2_gy,d50_gy,d98_gy,v20gy_pct,\
-         recovery,tia_mbq_h_uncorrected,dose_gy_uncorrected,caveat\n",
+         recovery,pvc_uncertainty_pct,tia_mbq_h_uncorrected,dose_gy_uncorrected,caveat\n",
     );
     for g in &report.glands {
         s.push_str(&format!(
-            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{},{},\"{}\"\n",
+            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
             g.label,
             g.name,
             g.volume_ml,
@@ -564,6 +604,7 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
             opt(g.d98_gy),
             opt(g.v20gy_pct),
             opt(g.recovery),
+            opt(g.pvc_uncertainty_pct),
             opt(g.tia_mbq_h_uncorrected),
             opt(g.dose_gy_uncorrected),
             g.caveat.clone().unwrap_or_default().replace('"', "'"),
