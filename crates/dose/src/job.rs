@@ -347,7 +347,9 @@ pub fn compute_dose(
         None => None,
     };
     // The corrected activities at FWHM ± its uncertainty, for pvc_uncertainty_pct.
-    let spread: Option<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = match &gtm {
+    // (FWHM − δ, FWHM + δ): activity per time point and gland.
+    type PerTime = Vec<Vec<f64>>;
+    let spread: Option<(PerTime, PerTime)> = match &gtm {
         Some(gtm) => {
             let d = opt.pvc_fwhm_uncertainty_mm.unwrap_or(1.0);
             if !(d.is_finite() && d >= 0.0 && d < gtm.fwhm_mm) {
