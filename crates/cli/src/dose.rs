@@ -10,12 +10,23 @@ pub struct DoseArgs {
     /// Label map (NIfTI); the dose map is written on its grid.
     #[arg(long)]
     labels: PathBuf,
-    /// An activity image at a time after injection: HOURS=PATH (NIfTI, Bq/mL, any grid:
-    /// resampled onto the label map's, trilinear). Repeat for each time point, in time
-    /// order; one time point uses Hänscheid's (or, with --population-t-eff, Madsen's)
-    /// single-time-point formula.
-    #[arg(long = "activity", value_name = "HOURS=PATH", required = true)]
+    /// An activity image at a time after injection: HOURS=PATH (NIfTI in Bq/mL, or DICOM)
+    /// or PATH alone for DICOM (an NM file, or a folder with one NM image or one PET
+    /// series: the hours come from the acquisition and injection times in the header).
+    /// Any grid: resampled onto the label map's, trilinear. Repeat for each time point
+    /// (HOURS=PATH in time order); one time point uses Hänscheid's (or, with
+    /// --population-t-eff, Madsen's) single-time-point formula.
+    #[arg(long = "activity", value_name = "[HOURS=]PATH", required = true)]
     activity: Vec<String>,
+    /// SPECT calibration factor in counts per second per MBq, for DICOM NM images that
+    /// hold counts (no Real World Value Mapping to Bq/ml, Units not BQML).
+    #[arg(long = "calibration-cps-per-mbq")]
+    calibration_cps_per_mbq: Option<f64>,
+    /// The CT series (DICOM folder) the label map is on: dose_map is also written as
+    /// rtdose.dcm in its study and Frame of Reference (without it, rtdose.dcm stands
+    /// alone with a new Frame of Reference).
+    #[arg(long = "ct-dicom")]
+    ct_dicom: Option<PathBuf>,
     /// Radionuclide (Lu-177; also I-131, Y-90).
     #[arg(long, default_value = "Lu-177")]
     nuclide: String,
@@ -42,7 +53,20 @@ pub struct DoseArgs {
     /// fit's in dose_uncertainty_pct.
     #[arg(long = "volume-uncertainty-pct")]
     volume_uncertainty_pct: Option<f64>,
-    /// Output folder: dose.json, dose.csv, dose_map.nii.gz, tac.png.
+    /// Partial-volume correction: the SPECT's (or PET's) resolution as FWHM in mm. The
+    /// gland activities are corrected by the geometric transfer matrix of the label map
+    /// blurred by a Gaussian of this FWHM; the uncorrected TIA and dose are reported beside.
+    #[arg(long = "pvc-fwhm-mm")]
+    pvc_fwhm_mm: Option<f64>,
+    /// Width (mm) of the surround region of the partial-volume correction (default
+    /// 2 x FWHM).
+    #[arg(long = "pvc-surround-mm")]
+    pvc_surround_mm: Option<f64>,
+    /// Standard uncertainty of --pvc-fwhm-mm in mm (default 1): the corrected TIA at
+    /// FWHM +/- this gives pvc_uncertainty_pct, added in quadrature to dose_uncertainty_pct.
+    #[arg(long = "pvc-fwhm-uncertainty-mm")]
+    pvc_fwhm_uncertainty_mm: Option<f64>,
+    /// Output folder: dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png.
     #[arg(long, short)]
     out: PathBuf,
     /// A dataset.json whose "labels" name the classes (default: glandseg's label map).
@@ -50,10 +74,20 @@ pub struct DoseArgs {
     label_names: Option<PathBuf>,
 }
 
-/// `24=path.nii.gz` → (24.0, path).
-fn parse_activity(s: &str) -> Result<(f64, PathBuf)> {
+/// A NIfTI file by its name; anything else (a folder, `.dcm`, no extension) is DICOM.
+fn is_nifti(p: &Path) -> bool {
+    let n = p.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// `24=path.nii.gz` → (Some(24.0), path); `dicom/NM` → (None, path) for DICOM only.
+fn parse_activity(s: &str) -> Result<(Option<f64>, PathBuf)> {
     let Some((t, p)) = s.split_once('=') else {
-        bail!("--activity {s:?}: expected HOURS=PATH, e.g. 24=A24.nii.gz");
+        let p = PathBuf::from(s);
+        if !s.is_empty() && !is_nifti(&p) && p.exists() {
+            return Ok((None, p));
+        }
+        bail!("--activity {s:?}: expected HOURS=PATH, e.g. 24=A24.nii.gz, or an existing DICOM file or folder alone (its header gives the time)");
     };
     let t: f64 = t
         .trim()
@@ -64,23 +98,78 @@ fn parse_activity(s: &str) -> Result<(f64, PathBuf)> {
     if p.is_empty() {
         bail!("--activity {s:?}: no file after '='");
     }
-    Ok((t, PathBuf::from(p)))
+    Ok((Some(t), PathBuf::from(p)))
 }
 
-/// The activity image at `path` on the dose region's grid (`labels`: the cropped label
-/// map; `full`: the whole label grid; `region`: the crop).
-fn on_grid(
+/// One --activity input once read: its time, the image (Bq/mL at the scan time) and, for
+/// DICOM, the injected MBq and half-life of its header.
+struct Input {
+    time_h: f64,
+    path: PathBuf,
+    image: Volume<f32>,
+    injected_mbq: Option<f64>,
+    half_life_s: Option<f64>,
+}
+
+/// Reads one --activity input (NIfTI as it is; DICOM through its header).
+fn read_input(
+    t: Option<f64>,
     path: &Path,
-    t: f64,
+    calibration: Option<f64>,
+    nuclide: &Nuclide,
+) -> Result<Input> {
+    let shown = |t: Option<f64>| match t {
+        Some(t) => format!("--activity {t}={}", path.display()),
+        None => format!("--activity {}", path.display()),
+    };
+    if !path.exists() {
+        bail!("{}: file not found", shown(t));
+    }
+    if is_nifti(path) {
+        let image = glandseg_nifti::read_volume(path).with_context(|| shown(t))?;
+        return Ok(Input {
+            time_h: t.expect("NIfTI inputs carry HOURS="),
+            path: path.to_path_buf(),
+            image,
+            injected_mbq: None,
+            half_life_s: None,
+        });
+    }
+    let img = glandseg_dicom::read_activity_image(path, calibration).with_context(|| shown(t))?;
+    let time_h = match t {
+        Some(t) => t,
+        None => img.hours_after_injection().with_context(|| shown(t))?,
+    };
+    let mut image = img.volume;
+    // ADMIN: decay-corrected to the injection; undo it (the fits expect scan-time activity).
+    if img.decay_correction.as_deref() == Some("ADMIN") {
+        let f = (-nuclide.lambda_per_h() * time_h).exp() as f32;
+        image.as_slice_mut().iter_mut().for_each(|v| *v *= f);
+    }
+    eprintln!(
+        "{}: {} at {time_h:.2} h after injection, {}",
+        path.display(),
+        img.modality,
+        img.units_source
+    );
+    Ok(Input {
+        time_h,
+        path: path.to_path_buf(),
+        image,
+        injected_mbq: img.injected_mbq,
+        half_life_s: img.half_life_s,
+    })
+}
+
+/// The activity image `v` (from `path`) on the dose region's grid (`labels`: the cropped
+/// label map; `full`: the whole label grid; `region`: the crop).
+fn on_grid(
+    v: Volume<f32>,
+    path: &Path,
     labels: &Volume<u8>,
     full: &Geometry,
     region: ([usize; 3], [usize; 3]),
 ) -> Result<Volume<f32>> {
-    if !path.exists() {
-        bail!("--activity {t}={}: file not found", path.display());
-    }
-    let v = glandseg_nifti::read_volume(path)
-        .with_context(|| format!("--activity {t}={}", path.display()))?;
     if v.geometry().same_grid(labels.geometry(), GRID_TOLERANCE) {
         return Ok(v);
     }
@@ -98,12 +187,23 @@ fn on_grid(
 
 pub fn run(a: DoseArgs) -> Result<()> {
     let nuclide = Nuclide::lookup(&a.nuclide).context("--nuclide")?;
-    let inputs: Vec<(f64, PathBuf)> = a
+    if let Some(c) = a.calibration_cps_per_mbq {
+        anyhow::ensure!(
+            c.is_finite() && c > 0.0,
+            "--calibration-cps-per-mbq must be > 0, got {c}"
+        );
+    }
+    let parsed: Vec<(Option<f64>, PathBuf)> = a
         .activity
         .iter()
         .map(|s| parse_activity(s))
         .collect::<Result<_>>()?;
-    for w in inputs.windows(2) {
+    // Explicit times must come in order; header times are sorted.
+    let explicit: Vec<(f64, &PathBuf)> = parsed
+        .iter()
+        .filter_map(|(t, p)| t.map(|t| (t, p)))
+        .collect();
+    for w in explicit.windows(2) {
         if w[1].0 <= w[0].0 {
             let what = if w[1].0 == w[0].0 {
                 "duplicated"
@@ -125,6 +225,55 @@ pub fn run(a: DoseArgs) -> Result<()> {
             "--injected-mbq must be > 0, got {m}"
         );
     }
+    let mut inputs: Vec<Input> = parsed
+        .iter()
+        .map(|(t, p)| read_input(*t, p, a.calibration_cps_per_mbq, &nuclide))
+        .collect::<Result<_>>()?;
+    inputs.sort_by(|x, y| x.time_h.total_cmp(&y.time_h));
+    for w in inputs.windows(2) {
+        if w[1].time_h == w[0].time_h {
+            bail!(
+                "--activity: {} and {} are both at {:.3} h after injection; give each time point once",
+                w[0].path.display(),
+                w[1].path.display(),
+                w[0].time_h
+            );
+        }
+    }
+    // The headers' half-life must be the nuclide's: a Tc-99m or Ga-68 study given as
+    // Lu-177 would integrate the wrong decay.
+    for i in &inputs {
+        if let Some(hl) = i.half_life_s {
+            let want = nuclide.half_life_h * 3600.0;
+            anyhow::ensure!(
+                (hl / want - 1.0).abs() < 0.02,
+                "--nuclide {}: {} says the radionuclide half-life (0018,1075) is {hl} s, {} has {want:.0} s",
+                a.nuclide,
+                i.path.display(),
+                nuclide.name
+            );
+        }
+    }
+    // Injected activity: the user's, else the headers' (all alike).
+    let header_mbq: Vec<f64> = inputs.iter().filter_map(|i| i.injected_mbq).collect();
+    let injected_mbq = match (a.injected_mbq, header_mbq.first()) {
+        (Some(m), Some(h)) => {
+            if (m / h - 1.0).abs() > 0.01 {
+                eprintln!(
+                    "note: --injected-mbq {m} differs from the DICOM header's {h} MBq; using {m}"
+                );
+            }
+            Some(m)
+        }
+        (Some(m), None) => Some(m),
+        (None, Some(&h)) => {
+            if header_mbq.iter().any(|x| (x / h - 1.0).abs() > 0.01) {
+                bail!("--injected-mbq: the DICOM headers disagree on the injected activity ({header_mbq:?} MBq); give it");
+            }
+            Some(h)
+        }
+        (None, None) => None,
+    };
     anyhow::ensure!(
         a.density.is_finite() && a.density > 0.0,
         "--density must be > 0 g/mL, got {}",
@@ -138,13 +287,16 @@ pub fn run(a: DoseArgs) -> Result<()> {
     let map = crate::label_map(a.label_names.as_deref())?;
     let full_labels = glandseg_nifti::read_labels(&a.labels).context("--labels")?;
     let mut opt = DoseOptions::new(nuclide);
-    opt.injected_mbq = a.injected_mbq;
+    opt.injected_mbq = injected_mbq;
     opt.density_g_ml = a.density;
     opt.population_t_eff_h = a.population_t_eff;
     opt.decay_corrected = a.decay_corrected;
     opt.kernel_truncation_mm = a.kernel_mm;
     opt.calibration_uncertainty_pct = a.calibration_uncertainty_pct;
     opt.volume_uncertainty_pct = a.volume_uncertainty_pct;
+    opt.pvc_fwhm_mm = a.pvc_fwhm_mm;
+    opt.pvc_surround_mm = a.pvc_surround_mm;
+    opt.pvc_fwhm_uncertainty_mm = a.pvc_fwhm_uncertainty_mm;
     // Work in the glands' box grown by the kernel radius only: a CT-grid label map of a
     // whole body would otherwise hold every activity image at full size several times.
     let Some((lo, hi)) = glandseg_dose::job::region_of_interest(&full_labels, &map, &opt) else {
@@ -156,11 +308,11 @@ pub fn run(a: DoseArgs) -> Result<()> {
     let labels = full_labels.crop(lo, hi)?;
     let full = full_labels.geometry().clone();
     let tps: Vec<TimePoint> = inputs
-        .iter()
-        .map(|(t, p)| {
+        .into_iter()
+        .map(|i| {
             Ok(TimePoint {
-                time_h: *t,
-                activity: on_grid(p, *t, &labels, &full, (lo, hi))?,
+                time_h: i.time_h,
+                activity: on_grid(i.image, &i.path, &labels, &full, (lo, hi))?,
             })
         })
         .collect::<Result<_>>()?;
@@ -179,6 +331,16 @@ pub fn run(a: DoseArgs) -> Result<()> {
         }
     }
     glandseg_nifti::write_volume(&a.out.join("dose_map.nii.gz"), &dose_map)?;
+    let source = match &a.ct_dicom {
+        Some(dir) => Some(ct_source(dir, &full)?),
+        None => None,
+    };
+    glandseg_dicom::write_rtdose(
+        &a.out.join("rtdose.dcm"),
+        &dose_map,
+        source.as_ref(),
+        "glandseg absorbed dose (Gy)",
+    )?;
     let f = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
     println!(
         "{:<22} {:>8} {:<14} {:>7} {:>10} {:>8} {:>8} {:>6}",
@@ -200,4 +362,27 @@ pub fn run(a: DoseArgs) -> Result<()> {
     }
     println!("written: {}", a.out.join("dose.csv").display());
     Ok(())
+}
+
+/// The CT series in `dir` as the RTDOSE's source; its grid must be the label map's.
+fn ct_source(dir: &Path, labels: &Geometry) -> Result<glandseg_dicom::SourceSeries> {
+    let scan = glandseg_dicom::scan_folder(dir)
+        .with_context(|| format!("--ct-dicom {}", dir.display()))?;
+    let cts: Vec<_> = scan.series.iter().filter(|s| s.modality == "CT").collect();
+    let [ct] = cts.as_slice() else {
+        bail!(
+            "--ct-dicom {}: expected one CT series, found {}",
+            dir.display(),
+            cts.len()
+        );
+    };
+    let loaded =
+        glandseg_dicom::load_series(ct).with_context(|| format!("--ct-dicom {}", dir.display()))?;
+    if !loaded.volume.geometry().same_grid(labels, 1e-3) {
+        bail!(
+            "--ct-dicom {}: the CT's grid is not the label map's (the RTDOSE is written on the label map's grid and must share the CT's frame of reference)",
+            dir.display()
+        );
+    }
+    Ok(glandseg_dicom::SourceSeries::from_loaded(&loaded)?)
 }

@@ -142,7 +142,7 @@ impl StudyContext {
 
 /// Elements every slice of a series shares (patient, study, series, frame of reference,
 /// equipment, image plane orientation and spacing, pixel format).
-fn common_slice_elems(
+pub(crate) fn common_slice_elems(
     vol_geometry: &glandseg_core::Geometry,
     ctx: &StudyContext,
     modality: &str,

@@ -22,6 +22,13 @@
 //!   CT series (`CT/`), PET series in Bq/mL whose header gives back the SUVs (`PT/`),
 //!   `seg.dcm` and `rtstruct.dcm` referencing the CT. The pieces are public too:
 //!   [`write_ct_series`], [`write_pet_series`] with a [`StudyContext`].
+//! - [`write_nm`]`(path, &activity_bqml, &StudyContext, &NmAcquisition, NmUnits, series)`:
+//!   quantitative SPECT as one NM multi-frame file (Bq/mL with a Real World Value Mapping,
+//!   or counts); [`read_activity_image`] reads NM (RWVM, BQML or counts with a
+//!   calibration factor) or a PET series back as Bq/mL with the acquisition and injection
+//!   times and the injected MBq (see [`nm`]).
+//! - [`write_rtdose`]`(path, &dose_gy, Option<&SourceSeries>, description)`: a dose map as
+//!   RTDOSE (Gy, Dose Grid Scaling, GridFrameOffsetVector) in the CT's frame of reference.
 //! - [`SourceSeries::from_loaded`] turns a loaded CT series into the references a SEG or
 //!   RTSTRUCT needs (study, frame of reference, per-slice SOP Instance UIDs, patient).
 //!
@@ -48,7 +55,9 @@ pub mod case;
 pub mod convert;
 pub mod dataset;
 pub mod describe;
+pub mod nm;
 mod read;
+pub mod rtdose;
 pub mod rtstruct;
 pub mod seg;
 pub mod series;
@@ -63,6 +72,8 @@ pub use convert::{
     SkippedStudy,
 };
 pub use dataset::{new_uid, PatientStudy, SourceSeries};
+pub use nm::{read_activity_image, read_nm, write_nm, ActivityImage, NmAcquisition, NmUnits};
+pub use rtdose::{write_rtdose, RtDoseWritten};
 pub use rtstruct::{
     dice, read_rtstruct, read_rtstruct_contours, write_rtstruct, Contour, Roi, RoiMask, RtStruct,
     RtStructOptions,

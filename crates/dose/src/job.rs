@@ -52,6 +52,15 @@ pub struct DoseOptions {
     /// Relative standard uncertainty of the gland volume (segmentation), %: enters the
     /// dose through the mass.
     pub volume_uncertainty_pct: Option<f64>,
+    /// Partial-volume correction: the imaging system's PSF FWHM (mm). With it the gland
+    /// activities are corrected by the geometric transfer matrix ([`crate::pvc`]) and the
+    /// uncorrected numbers are reported beside.
+    pub pvc_fwhm_mm: Option<f64>,
+    /// Width of the PVC surround region, mm (default 2 × FWHM).
+    pub pvc_surround_mm: Option<f64>,
+    /// Standard uncertainty of the PVC's FWHM, mm (default 1 mm): the corrected TIA at
+    /// FWHM ± this gives `pvc_uncertainty_pct`, which enters `dose_uncertainty_pct`.
+    pub pvc_fwhm_uncertainty_mm: Option<f64>,
 }
 
 impl DoseOptions {
@@ -66,6 +75,9 @@ impl DoseOptions {
             kernel_truncation_mm: 30.0,
             calibration_uncertainty_pct: None,
             volume_uncertainty_pct: None,
+            pvc_fwhm_mm: None,
+            pvc_surround_mm: None,
+            pvc_fwhm_uncertainty_mm: None,
         }
     }
 }
@@ -115,6 +127,18 @@ pub struct GlandDose {
     pub d98_gy: Option<f64>,
     /// Share of the gland with ≥ 20 Gy, %.
     pub v20gy_pct: Option<f64>,
+    /// Partial-volume correction: the gland's own recovery coefficient (GTM w_ii).
+    pub recovery: Option<f64>,
+    /// Partial-volume correction: relative uncertainty of the corrected TIA from the
+    /// FWHM's uncertainty, %: half the spread of the trapezoid TIA of the corrected
+    /// activities at FWHM ± its uncertainty, relative to the TIA at the FWHM.
+    pub pvc_uncertainty_pct: Option<f64>,
+    /// Partial-volume correction: activity measured in the gland before correction, MBq.
+    pub activity_mbq_uncorrected: Option<Vec<f64>>,
+    /// Partial-volume correction: the TIA of the uncorrected activities, MBq·h.
+    pub tia_mbq_h_uncorrected: Option<f64>,
+    /// Partial-volume correction: the organ dose of the uncorrected activities, Gy.
+    pub dose_gy_uncorrected: Option<f64>,
     /// Why the numbers may not hold (small gland / partial volume).
     pub caveat: Option<String>,
     /// Every fitted model with its AICc.
@@ -136,10 +160,13 @@ pub struct DoseReport {
     pub glands: Vec<GlandDose>,
     /// Labels of the map with no voxel.
     pub absent: Vec<String>,
+    /// The partial-volume correction's transfer matrix, when asked for.
+    pub pvc: Option<crate::pvc::Gtm>,
 }
 
 /// The voxel box `[lo, hi)` the dose map is computed in: the bounding box of the map's
-/// glands grown by the kernel radius, clipped to the grid; None without any gland voxel.
+/// glands grown by the kernel radius (or by the partial-volume correction's surround and
+/// twice the PSF's FWHM, if more), clipped to the grid; None without any gland voxel.
 /// A caller with a large grid (a CT-grid label map) can crop the labels and resample the
 /// activity images onto this box only, and embed the dose map back.
 pub fn region_of_interest(
@@ -149,7 +176,13 @@ pub fn region_of_interest(
 ) -> Option<([usize; 3], [usize; 3])> {
     let g = labels.geometry();
     let (lo, hi) = labels.bbox_where(|&l| l != 0 && map.name(l).is_some())?;
-    let r = [0, 1, 2].map(|a| (opt.kernel_truncation_mm / g.spacing[a]).floor().max(0.0) as usize);
+    // The partial-volume correction needs its surround and the PSF's reach beyond it.
+    let pvc = opt
+        .pvc_fwhm_mm
+        .map(|f| opt.pvc_surround_mm.unwrap_or(2.0 * f) + 2.0 * f)
+        .unwrap_or(0.0);
+    let margin = opt.kernel_truncation_mm.max(pvc);
+    let r = [0, 1, 2].map(|a| (margin / g.spacing[a]).ceil().max(0.0) as usize);
     Some((
         [0, 1, 2].map(|a| lo[a].saturating_sub(r[a])),
         [0, 1, 2].map(|a| (hi[a] + r[a]).min(g.shape[a])),
@@ -286,39 +319,104 @@ pub fn compute_dose(
 
     let mut glands = Vec::new();
     let mut absent = Vec::new();
-    for (value, name) in map.foreground() {
-        let idx: Vec<usize> = (0..nvox).filter(|&v| lab[v] == value).collect();
-        if idx.is_empty() {
-            absent.push(name.to_string());
-            continue;
+    let present: Vec<(u8, &str)> = map
+        .foreground()
+        .filter(|(value, name)| {
+            let any = lab.contains(value);
+            if !any {
+                absent.push(name.to_string());
+            }
+            any
+        })
+        .collect();
+    // Partial-volume correction: corrected activity (MBq) per gland and time point.
+    let gtm = match opt.pvc_fwhm_mm {
+        Some(fwhm) => {
+            let values: Vec<u8> = present.iter().map(|p| p.0).collect();
+            Some(crate::pvc::Gtm::build(
+                labels,
+                &values,
+                fwhm,
+                opt.pvc_surround_mm.unwrap_or(2.0 * fwhm),
+            )?)
         }
+        None => None,
+    };
+    let corrected: Option<Vec<Vec<f64>>> = match &gtm {
+        Some(gtm) => Some(gtm.corrected_activities(labels, &act)?),
+        None => None,
+    };
+    // The corrected activities at FWHM ± its uncertainty, for pvc_uncertainty_pct.
+    // (FWHM − δ, FWHM + δ): activity per time point and gland.
+    type PerTime = Vec<Vec<f64>>;
+    let spread: Option<(PerTime, PerTime)> = match &gtm {
+        Some(gtm) => {
+            let d = opt.pvc_fwhm_uncertainty_mm.unwrap_or(1.0);
+            if !(d.is_finite() && d >= 0.0 && d < gtm.fwhm_mm) {
+                return Err(DoseError::invalid(
+                    "pvc_fwhm_uncertainty_mm",
+                    format!(
+                        "must be 0 or more and below the FWHM ({} mm), got {d}",
+                        gtm.fwhm_mm
+                    ),
+                ));
+            }
+            let at = |f: f64| -> Result<Vec<Vec<f64>>> {
+                crate::pvc::Gtm::build(labels, &gtm.labels, f, gtm.surround_mm)?
+                    .corrected_activities(labels, &act)
+            };
+            Some((at(gtm.fwhm_mm - d)?, at(gtm.fwhm_mm + d)?))
+        }
+        None => None,
+    };
+    // Trapezoid + physical tail of one gland's activities (the spread's TIA measure).
+    let trap_tia = |a: &[f64]| -> f64 {
+        let mut s = 0.5 * times[0] * a[0];
+        for i in 1..times.len() {
+            s += 0.5 * (times[i] - times[i - 1]) * (a[i] + a[i - 1]);
+        }
+        s + a[times.len() - 1] / lp
+    };
+    for (n_gland, &(value, name)) in present.iter().enumerate() {
+        let idx: Vec<usize> = (0..nvox).filter(|&v| lab[v] == value).collect();
         let field = |e: DoseError| match e {
             DoseError::Invalid { field, msg } => {
                 DoseError::invalid(format!("{name}: {field}"), msg)
             }
             e => e,
         };
-        let activity: Vec<f64> = act
+        let measured: Vec<f64> = act
             .iter()
             .map(|a| idx.iter().map(|&v| a[v]).sum())
             .collect();
-        let (chosen, all, trap) = if single {
-            let f = match opt.population_t_eff_h {
-                Some(te) => madsen(times[0], activity[0], te),
-                None => hanscheid(times[0], activity[0]),
-            }
-            .map_err(field)?;
-            (f.clone(), vec![f], None)
-        } else if activity.iter().all(|&a| a <= 0.0) {
-            // Nothing to fit (the images miss the gland, or it took up nothing): TIA 0.
-            let zero = vec![0.0; activity.len()];
-            let t = crate::fit::trapezoid(&times, &zero, nu).map_err(field)?;
-            (t.clone(), vec![t], Some(0.0))
-        } else {
-            let tf = fit_tac(&times, &activity, nu).map_err(field)?;
-            let mut all = tf.candidates.clone();
-            all.push(tf.trapezoid.clone());
-            (tf.chosen, all, Some(tf.trapezoid.tia_mbq_h))
+        let activity: Vec<f64> = match &corrected {
+            Some(c) => c.iter().map(|per_t| per_t[n_gland]).collect(),
+            None => measured.clone(),
+        };
+        let tia_of = |activity: &[f64]| -> Result<(ModelFit, Vec<ModelFit>, Option<f64>)> {
+            Ok(if single {
+                let f = match opt.population_t_eff_h {
+                    Some(te) => madsen(times[0], activity[0], te),
+                    None => hanscheid(times[0], activity[0]),
+                }
+                .map_err(field)?;
+                (f.clone(), vec![f], None)
+            } else if activity.iter().all(|&a| a <= 0.0) {
+                // Nothing to fit (the images miss the gland, or it took up nothing): TIA 0.
+                let zero = vec![0.0; activity.len()];
+                let t = crate::fit::trapezoid(&times, &zero, nu).map_err(field)?;
+                (t.clone(), vec![t], Some(0.0))
+            } else {
+                let tf = fit_tac(&times, activity, nu).map_err(field)?;
+                let mut all = tf.candidates.clone();
+                all.push(tf.trapezoid.clone());
+                (tf.chosen, all, Some(tf.trapezoid.tia_mbq_h))
+            })
+        };
+        let (chosen, all, trap) = tia_of(&activity)?;
+        let uncorrected_tia = match &corrected {
+            Some(_) => Some(tia_of(&measured)?.0.tia_mbq_h),
+            None => None,
         };
         let tia = chosen.tia_mbq_h;
         // Rescale the voxel TIAs of this gland to the fitted TIA.
@@ -338,13 +436,31 @@ pub fn compute_dose(
             caveats
                 .push("no positive activity measured in the gland at any time point".to_string());
         }
+        let recovery = gtm.as_ref().and_then(|g| g.recovery(value));
+        let pvc_pct = spread.as_ref().and_then(|(lo, hi)| {
+            let per = |c: &Vec<Vec<f64>>| c.iter().map(|t| t[n_gland]).collect::<Vec<f64>>();
+            let mid = trap_tia(&activity);
+            (mid > 0.0)
+                .then(|| 100.0 * (trap_tia(&per(hi)) - trap_tia(&per(lo))).abs() / (2.0 * mid))
+        });
         if name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML {
-            caveats.push(format!(
-                "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
-                 {:.1} mm across vs ~10-15 mm FWHM): partial-volume losses bias the activity \
-                 and dose low (no recovery correction applied); treat as indicative only",
-                2.0 * sphere.radius_mm
-            ));
+            caveats.push(match recovery {
+                None => format!(
+                    "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
+                     {:.1} mm across vs ~10-15 mm FWHM): partial-volume losses bias the \
+                     activity and dose low (no recovery correction applied: see --pvc-fwhm-mm); \
+                     treat as indicative only",
+                    2.0 * sphere.radius_mm
+                ),
+                Some(rc) => format!(
+                    "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
+                     {:.1} mm across): its recovery coefficient is {rc:.2}, so the corrected \
+                     value rests on the PSF and the outline being right (a 1 mm FWHM error \
+                     moves it by ~15-20 %); the uncorrected value is given beside; treat both as \
+                     indicative only",
+                    2.0 * sphere.radius_mm
+                ),
+            });
         }
         let caveat = (!caveats.is_empty()).then(|| caveats.join("; "));
         glands.push(GlandDose {
@@ -359,11 +475,12 @@ pub fn compute_dose(
             tia_mbq_h: tia,
             tia_trapezoid_mbq_h: trap,
             uncertainty_pct: chosen.uncertainty_pct(),
-            dose_uncertainty_pct: combined_uncertainty(
+            dose_uncertainty_pct: combined_uncertainty(&[
                 chosen.uncertainty_pct(),
                 opt.calibration_uncertainty_pct,
                 opt.volume_uncertainty_pct,
-            ),
+                pvc_pct,
+            ]),
             dose_gy: dose,
             dose_gy_sphere: tia * sphere.s_gy_per_mbq_h,
             dose_gy_voxel_mean: None,
@@ -372,6 +489,11 @@ pub fn compute_dose(
             d50_gy: None,
             d98_gy: None,
             v20gy_pct: None,
+            recovery,
+            pvc_uncertainty_pct: pvc_pct,
+            activity_mbq_uncorrected: corrected.as_ref().map(|_| measured.clone()),
+            tia_mbq_h_uncorrected: uncorrected_tia,
+            dose_gy_uncorrected: uncorrected_tia.map(|t| local_deposition_gy(nu, t, mass_g)),
             caveat,
             fits: all,
         });
@@ -397,7 +519,8 @@ pub fn compute_dose(
         for k in lo[2]..hi[2] {
             for j in lo[1]..hi[1] {
                 for i in lo[0]..hi[0] {
-                    dose_map[at(i, j, k)] = d[n] as f32;
+                    // FFT round-off leaves ±1e-17 Gy where the dose is 0.
+                    dose_map[at(i, j, k)] = d[n].max(0.0) as f32;
                     n += 1;
                 }
             }
@@ -427,29 +550,25 @@ pub fn compute_dose(
             "dose_gy_sphere = TIA * (phi_e k_e + phi_g k_g) / mass_g, unit-density sphere, straight-line electrons, exp(-mu_en 3R/4) photons",
             "dose map: voxel TIA (per-voxel trapezoid, rescaled to the gland TIA) convolved (FFT) with a voxel-S-value kernel (local electrons + photon point kernel, truncated)",
             "uncertainty_pct: TIA standard deviation from the fit covariance (delta method) only",
-            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2), components treated as independent (a simplified EANM 2018 propagation)",
+            "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2 + pvc^2), components treated as independent (a simplified EANM 2018 propagation)",
+            "pvc: geometric transfer matrix of the glands and a surround region, Gaussian PSF of pvc_fwhm_mm on the label grid; pvc_uncertainty_pct from the corrected TIA at FWHM -/+ pvc_fwhm_uncertainty_mm",
         ],
         glands,
         absent,
+        pvc: gtm,
     };
     let vol = Volume::from_vec(g.clone(), dose_map)?;
     Ok((report, vol))
 }
 
-/// √(fit² + calibration² + volume²) over the components that are known (%); None when
-/// none is. The calibration factor is common to all time points, so its relative
-/// uncertainty carries into the TIA unchanged; the volume's enters through the mass.
-/// Independence is assumed: the EANM guidance (Gear et al. 2018) also correlates volume
-/// and recovered activity, which this leaves out.
-pub fn combined_uncertainty(
-    fit_pct: Option<f64>,
-    calibration_pct: Option<f64>,
-    volume_pct: Option<f64>,
-) -> Option<f64> {
-    let parts: Vec<f64> = [fit_pct, calibration_pct, volume_pct]
-        .into_iter()
-        .flatten()
-        .collect();
+/// √(fit² + calibration² + volume² + pvc²) over the components that are known (%); None
+/// when none is. The calibration factor is common to all time points, so its relative
+/// uncertainty carries into the TIA unchanged; the volume's enters through the mass; the
+/// PVC's is the corrected TIA's sensitivity to the FWHM. Independence is assumed: the
+/// EANM guidance (Gear et al. 2018) also correlates volume and recovered activity, which
+/// this leaves out.
+pub fn combined_uncertainty(parts_pct: &[Option<f64>]) -> Option<f64> {
+    let parts: Vec<f64> = parts_pct.iter().flatten().copied().collect();
     (!parts.is_empty()).then(|| parts.iter().map(|p| p * p).sum::<f64>().sqrt())
 }
 
@@ -462,11 +581,12 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
     glandseg_core::atomic::write_json(&dir.join("dose.json"), report)?;
     let mut s = String::from(
         "label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h,tia_trapezoid_mbq_h,uncertainty_pct,dose_uncertainty_pct,\
-         dose_gy,dose_gy_sphere,dose_gy_voxel_mean,dose_gy_per_gbq,d2_gy,d50_gy,d98_gy,v20gy_pct,caveat\n",
+         dose_gy,dose_gy_sphere,dose_gy_voxel_mean,dose_gy_per_gbq,d2_gy,d50_gy,d98_gy,v20gy_pct,\
+         recovery,pvc_uncertainty_pct,tia_mbq_h_uncorrected,dose_gy_uncorrected,caveat\n",
     );
     for g in &report.glands {
         s.push_str(&format!(
-            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},\"{}\"\n",
+            "{},{},{:.4},{:.4},{},{},{:.6},{},{},{},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},\"{}\"\n",
             g.label,
             g.name,
             g.volume_ml,
@@ -485,6 +605,10 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
             opt(g.d50_gy),
             opt(g.d98_gy),
             opt(g.v20gy_pct),
+            opt(g.recovery),
+            opt(g.pvc_uncertainty_pct),
+            opt(g.tia_mbq_h_uncorrected),
+            opt(g.dose_gy_uncorrected),
             g.caveat.clone().unwrap_or_default().replace('"', "'"),
         ));
     }

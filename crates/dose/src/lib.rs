@@ -11,6 +11,8 @@
 //!   sphere model.
 //! - [`voxel`]: voxel-level dose: local deposition and voxel-S-value kernel convolution
 //!   (FFT), dose-volume histogram metrics.
+//! - [`pvc`]: partial-volume correction of the gland activities (geometric transfer
+//!   matrix with the SPECT's PSF).
 //! - [`job`]: the whole computation over a label map and activity images on its grid, and
 //!   its outputs (`dose.json`, `dose.csv`, the TAC plot).
 //!
@@ -24,6 +26,7 @@ pub mod job;
 pub mod nuclide;
 pub mod organ;
 mod plot;
+pub mod pvc;
 pub mod voxel;
 
 pub use fit::{fit_tac, hanscheid, madsen, Model, ModelFit, TacFit};

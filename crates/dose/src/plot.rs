@@ -1,9 +1,10 @@
 //! The TAC plot: each gland's activity per time point (squares) and its chosen fit (line).
-//! Drawn on `image` with the embedded 8x8 bitmap font, like glandseg-viz's charts (no
-//! system fonts needed; plotters' text would need them).
+//! Drawn with glandseg-viz's chart helpers (palette, lines, the embedded bitmap font: no
+//! system fonts needed).
 
 use crate::job::DoseReport;
-use font8x8::UnicodeFonts;
+use glandseg_viz::chart::{line, COLORS};
+use glandseg_viz::font::{draw_text, text_width};
 use image::{Rgb, RgbImage};
 
 const W: u32 = 900;
@@ -13,61 +14,13 @@ const PAD_R: i64 = 30;
 const PAD_T: i64 = 40;
 const PAD_B: i64 = 50;
 const GREY: Rgb<u8> = Rgb([90, 90, 90]);
-const COLORS: [Rgb<u8>; 8] = [
-    Rgb([31, 119, 180]),
-    Rgb([255, 127, 14]),
-    Rgb([44, 160, 44]),
-    Rgb([214, 39, 40]),
-    Rgb([148, 103, 189]),
-    Rgb([140, 86, 75]),
-    Rgb([227, 119, 194]),
-    Rgb([127, 127, 127]),
-];
-
-fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
-    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-        img.put_pixel(x as u32, y as u32, c);
-    }
-}
-
-/// Bresenham, two pixels thick.
-fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-    for _ in 0..10_000 {
-        put(img, x, y, c);
-        put(img, x, y + 1, c);
-        if x == x1 && y == y1 {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y += sy;
-        }
-    }
-}
 
 fn text(img: &mut RgbImage, x: i64, y: i64, s: &str, c: Rgb<u8>) {
-    for (n, ch) in s.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                if bits & (1 << col) != 0 {
-                    put(img, x + 8 * n as i64 + col, y + row as i64, c);
-                }
-            }
-        }
-    }
+    draw_text(img, x, y, s, 1, c);
 }
 
 fn width(s: &str) -> i64 {
-    8 * s.chars().count() as i64
+    text_width(s, 1) as i64
 }
 
 /// One chart, all glands, 0 to 1.2 × the last time point. Glands whose model has no

@@ -12,6 +12,7 @@
 pub mod anatomy;
 pub mod scanner;
 pub mod shapes;
+pub mod spect;
 
 use glandseg_core::{atomic, Geometry, LabelMap, Volume};
 use glandseg_ops::filter::{fwhm_to_sigma, gaussian_blur_mm};
@@ -164,6 +165,9 @@ pub struct CaseMeta {
     #[serde(default)]
     pub scan: scanner::ScanFacts,
     pub glands: Vec<GlandMeasure>,
+    /// The SPECT time series' truth (kinetics, TIA and dose per gland), when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spect: Option<spect::SpectMeta>,
 }
 
 /// One gland: what was asked for and what the label map and PET channel actually hold.
@@ -192,6 +196,8 @@ pub struct PhantomCase {
     pub pet_native: Volume<f32>,
     pub labels: Volume<u8>,
     pub meta: CaseMeta,
+    /// The SPECT time series for dosimetry (`phantom --timepoints`), when asked for.
+    pub spect: Option<spect::SpectSeries>,
 }
 
 pub fn case_id(index: usize) -> String {
@@ -343,6 +349,17 @@ fn case_style(cfg: &PhantomConfig, index: usize) -> Style {
 
 /// Generates case `index` of the cohort.
 pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
+    generate_case_inner(cfg, index, false).0
+}
+
+/// Generates case `index` and, with `background`, the true activity (SUV) of everything
+/// but the glands on the CT grid (the anatomy painted again without the gland layers):
+/// what a SPECT time series ([`spect`]) gives its own, non-gland kinetics.
+pub(crate) fn generate_case_inner(
+    cfg: &PhantomConfig,
+    index: usize,
+    background: bool,
+) -> (PhantomCase, Option<Volume<f32>>) {
     let mut rng = case_rng(cfg.seed, index, 0);
     let style = case_style(cfg, index);
     let lobular = style == Style::Lobular;
@@ -446,6 +463,11 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
         .chain(anat.layers.iter().cloned())
         .collect();
     let (ct, act, lab) = paint(&layers, &pose, &ct_grid, &texture);
+    let background = background.then(|| {
+        let rest: Vec<anatomy::Layer> = layers.iter().filter(|l| l.label == 0).cloned().collect();
+        let (_, bg, _) = paint(&rest, &pose, &ct_grid, &texture);
+        Volume::from_vec(ct_grid.clone(), bg).expect("grid-sized")
+    });
     drop(layers);
     let ct_sigma = u(&mut rng, 10.0, 30.0);
     let mut ct = Volume::from_vec(ct_grid.clone(), ct).expect("grid-sized");
@@ -621,15 +643,20 @@ pub fn generate_case(cfg: &PhantomConfig, index: usize) -> PhantomCase {
         style,
         scan: facts,
         glands,
+        spect: None,
     };
-    PhantomCase {
-        id: case_id(index),
-        ct,
-        pet,
-        pet_native,
-        labels,
-        meta,
-    }
+    (
+        PhantomCase {
+            id: case_id(index),
+            ct,
+            pet,
+            pet_native,
+            labels,
+            meta,
+            spect: None,
+        },
+        background,
+    )
 }
 
 /// The most posterior world y of the body between world heights `z_lo` and `z_hi`: where
@@ -759,6 +786,20 @@ pub fn write_dataset(
     native: bool,
     on_case_done: &(dyn Fn(&PhantomCase) + Sync),
 ) -> Result<DatasetSummary, PhantomError> {
+    write_dataset_with(out, cfg, cases, native, None, on_case_done)
+}
+
+/// [`write_dataset`], and with `spect` also each case's SPECT time series for dosimetry
+/// ([`spect`]): `spect/GLAND_000/spect_024h.nii.gz` (Bq/mL at scan time, on the SPECT's
+/// own grid) per time point, the truth in `meta/GLAND_000.json` under `spect`.
+pub fn write_dataset_with(
+    out: &Path,
+    cfg: &PhantomConfig,
+    cases: usize,
+    native: bool,
+    spect: Option<&spect::SpectConfig>,
+    on_case_done: &(dyn Fn(&PhantomCase) + Sync),
+) -> Result<DatasetSummary, PhantomError> {
     for sub in ["imagesTr", "labelsTr", "meta"].iter().chain(if native {
         &["pet_native"][..]
     } else {
@@ -770,7 +811,19 @@ pub fn write_dataset(
     let metas: Vec<CaseMeta> = (0..cases)
         .into_par_iter()
         .map(|i| -> Result<CaseMeta, PhantomError> {
-            let case = generate_case(cfg, i);
+            let (mut case, background) = generate_case_inner(cfg, i, spect.is_some());
+            if let (Some(sc), Some(bg)) = (spect, background) {
+                let mut series = spect::spect_series(&case, &bg, cfg, sc);
+                let dir = out.join("spect").join(&case.id);
+                std::fs::create_dir_all(&dir).map_err(|e| PhantomError::Io(dir.clone(), e))?;
+                for (t, img) in sc.timepoints_h.iter().zip(&series.images) {
+                    let name = spect::image_name(*t);
+                    glandseg_nifti::write_volume(&dir.join(&name), img)?;
+                    series.meta.files.push(format!("spect/{}/{name}", case.id));
+                }
+                case.meta.spect = Some(series.meta.clone());
+                case.spect = Some(series);
+            }
             let id = &case.id;
             glandseg_nifti::write_ct_i16(
                 &out.join(format!("imagesTr/{id}_0000.nii.gz")),
@@ -810,6 +863,7 @@ pub fn write_dataset(
             "pet_units": "SUVbw (g/mL)",
             "ct_units": "HU",
             "native_pet": native,
+            "spect": spect,
         }
     });
     atomic::write_json(&out.join("dataset.json"), &dataset)?;

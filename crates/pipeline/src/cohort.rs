@@ -4,12 +4,14 @@
 
 use anyhow::{Context, Result};
 use glandseg_core::{LabelMap, Progress};
-use glandseg_phantom::{write_dataset, DatasetSummary, PhantomConfig};
+use glandseg_phantom::spect::SpectConfig;
+use glandseg_phantom::{write_dataset_with, DatasetSummary, PhantomConfig};
 use std::path::Path;
 
 /// Writes `cases` phantom cases into `out` (and `out/pet_native` with `native`), each also
 /// as DICOM into `out/dicom/CASE/` with `dicom` and as `out/preview/CASE.png` with
-/// `preview`.
+/// `preview`; with `spect` each case's SPECT time series for dosimetry into
+/// `out/spect/CASE/` (and as NM objects with `dicom`).
 pub fn write_cohort(
     out: &Path,
     cfg: &PhantomConfig,
@@ -17,6 +19,7 @@ pub fn write_cohort(
     native: bool,
     dicom: bool,
     preview: bool,
+    spect: Option<&SpectConfig>,
     progress: &dyn Progress,
 ) -> Result<DatasetSummary> {
     progress.start("phantom", cases as u64);
@@ -27,7 +30,7 @@ pub fn write_cohort(
     }
     let map = LabelMap::default();
     let preview_errors = std::sync::Mutex::new(Vec::new());
-    let summary = write_dataset(out, cfg, cases, native, &|case| {
+    let summary = write_dataset_with(out, cfg, cases, native, spect, &|case| {
         if dicom {
             if let Err(e) = write_dicom_case(out, case, &map) {
                 preview_errors
@@ -89,13 +92,61 @@ fn write_dicom_case(
         radiopharmaceutical: m.radiopharmaceutical.clone(),
         radionuclide: m.radionuclide.clone(),
     };
-    glandseg_dicom::write_case_dicom(
-        &out.join("dicom").join(&case.id),
+    let dir = out.join("dicom").join(&case.id);
+    let written = glandseg_dicom::write_case_dicom(
+        &dir,
         &case.ct,
         &case.pet_native,
         &case.labels,
         map,
         &meta,
     )?;
+    if let Some(spect) = &case.spect {
+        write_spect_dicom(&dir.join("NM"), case, spect, &written.ct)?;
+    }
+    Ok(())
+}
+
+/// The SPECT time series as NM objects (`NM/spect_024h.dcm`, Bq/mL with a Real World Value
+/// Mapping), in the CT's study and frame of reference: the time points are registered to
+/// the CT by construction. Injection at a fixed date (reproducible files), each
+/// acquisition its hours later; 60 projections of 30 s per head.
+fn write_spect_dicom(
+    dir: &Path,
+    case: &glandseg_phantom::PhantomCase,
+    spect: &glandseg_phantom::spect::SpectSeries,
+    ct: &glandseg_dicom::SourceSeries,
+) -> Result<()> {
+    let m = &spect.meta;
+    let injection = 1_767_268_800.0 + 86_400.0 * case.meta.index as f64;
+    let projections = 60u32;
+    for (n, (t, img)) in m.timepoints_h.iter().zip(&spect.images).enumerate() {
+        let ctx = glandseg_dicom::StudyContext {
+            study_instance_uid: ct.study_instance_uid.clone(),
+            frame_of_reference_uid: ct.frame_of_reference_uid.clone(),
+            patient: ct.patient.clone(),
+            scan_time_unix: injection + t * 3600.0,
+        };
+        let acq = glandseg_dicom::NmAcquisition {
+            acquisition_unix: injection + t * 3600.0,
+            injection_unix: injection,
+            injected_mbq: m.injected_mbq,
+            half_life_s: m.half_life_h * 3600.0,
+            radiopharmaceutical: format!("{} PSMA", m.nuclide),
+            projections,
+            seconds_per_projection: m.acquisition_s / projections as f64,
+            energy_window_kev: [187.2, 228.8],
+        };
+        let name = glandseg_phantom::spect::image_name(*t).replace(".nii.gz", ".dcm");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        glandseg_dicom::write_nm(
+            &dir.join(name),
+            img,
+            &ctx,
+            &acq,
+            glandseg_dicom::NmUnits::Bqml,
+            10 + n as i64,
+        )?;
+    }
     Ok(())
 }

@@ -24,7 +24,8 @@ const PAD_L: i64 = 70;
 const PAD_R: i64 = 70;
 const PAD_T: i64 = 40;
 const PAD_B: i64 = 50;
-const COLORS: [Rgb<u8>; 8] = [
+/// The chart palette (matplotlib's tab10), shared by every chart glandseg draws.
+pub const COLORS: [Rgb<u8>; 8] = [
     Rgb([31, 119, 180]),
     Rgb([255, 127, 14]),
     Rgb([44, 160, 44]),
@@ -41,8 +42,8 @@ fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
     }
 }
 
-/// Bresenham, two pixels thick.
-fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
+/// Bresenham, two pixels thick; pixels outside the image are skipped.
+pub fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u8>) {
     let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
     let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
     let (mut x, mut y, mut err) = (x0, y0, dx + dy);

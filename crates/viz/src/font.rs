@@ -34,6 +34,7 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
     }
 }
 
+/// Width in pixels of `text` drawn at `scale`.
 pub fn text_width(text: &str, scale: u32) -> u32 {
     text.chars().count() as u32 * 8 * scale
 }

@@ -4,7 +4,7 @@
 //! (so oblique or flipped volumes still display upright), and carry orientation letters.
 
 pub mod chart;
-mod font;
+pub mod font;
 pub mod review;
 
 pub use review::{render_review, save_png};
