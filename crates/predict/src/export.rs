@@ -33,7 +33,7 @@ pub struct ExportOptions {
     pub per_gland_files: bool,
     /// Also measure uptake in glands grown by this many mm (PET spill-out).
     pub dilate: Option<f64>,
-    /// Write `CASE/review.png`.
+    /// Write `CASE/review.png` and, where niivue is available, `CASE/review.html`.
     pub review: bool,
     /// Output kinds (NIfTI is always written).
     pub outputs: Vec<OutputType>,
@@ -132,6 +132,15 @@ fn write_nifti_outputs(
         let title = format!("{id}  predicted ({} fold(s))", pred.report.folds.len());
         let img = glandseg_viz::render_review(&ct, pet.as_ref(), &labels, map, &title);
         glandseg_viz::save_png(&case_dir.join("review.png"), &img)?;
+        crate::review_html::write_case_page(
+            &case_dir,
+            id,
+            &ct,
+            pet.as_ref(),
+            &labels,
+            map,
+            &stats,
+        )?;
     }
     Ok(())
 }
