@@ -178,7 +178,8 @@ pub fn encode_volume_gz<T: NiftiStorable>(
     intent_code: i16,
 ) -> std::io::Result<Vec<u8>> {
     let mut header = header_bytes(vol);
-    put_i16(&mut header, 68, intent_code);
+    // intent_code: bytes 68..70 of the NIfTI-1 header.
+    header[68..70].copy_from_slice(&intent_code.to_le_bytes());
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(&header)?;
     let mut buf = Vec::with_capacity(1 << 20);
