@@ -236,7 +236,7 @@ pub fn write_case_page(
     };
     let enc = |r: std::io::Result<Vec<u8>>| {
         r.map(|b| base64(&b))
-            .map_err(|e| glandseg_core::Error::io(&case_dir.join("review.html"), e))
+            .map_err(|e| glandseg_core::Error::io(case_dir.join("review.html"), e))
     };
     let ct_b64 = enc(glandseg_nifti::encode_volume_gz(&ct_i16, 0))?;
     let lab_b64 = enc(glandseg_nifti::encode_volume_gz(&labels, 1002))?;
