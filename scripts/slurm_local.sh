@@ -56,7 +56,9 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 $slurm_sudo mkdir -p /run/munge /var/log/munge /var/lib/munge
 $slurm_sudo chown munge:munge /run/munge /var/log/munge /var/lib/munge
-if ! { [ -f "$slurm_dir/munged.pid" ] && $slurm_sudo kill -0 "$(cat "$slurm_dir/munged.pid")" 2>/dev/null; }; then
+if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+    echo "munged already running: using it"
+else
     $slurm_sudo runuser -u munge -- /usr/sbin/munged --force \
         --pid-file=/run/munge/munged.pid
     $slurm_sudo cat /run/munge/munged.pid >"$slurm_dir/munged.pid"
