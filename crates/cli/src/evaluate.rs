@@ -28,8 +28,19 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             a.pred.with_file_name("evaluation")
         }
     });
-    let bars = crate::progress::Bars::new(false);
-    let cases = glandseg_eval::evaluate_folder(&a.pred, &a.reference, &map, &out, &bars)?;
+    evaluate_and_print(&a.pred, &a.reference, &map, &out, false)
+}
+
+/// Evaluates `pred` against `reference` into `out` and prints the summary per class.
+pub(crate) fn evaluate_and_print(
+    pred: &std::path::Path,
+    reference: &std::path::Path,
+    map: &glandseg_core::LabelMap,
+    out: &std::path::Path,
+    quiet: bool,
+) -> Result<()> {
+    let bars = crate::progress::Bars::new(quiet);
+    let cases = glandseg_eval::evaluate_folder(pred, reference, map, out, &bars)?;
     let f = |s: &glandseg_eval::report::Stat| {
         s.mean
             .map(|m| format!("{m:.3}"))

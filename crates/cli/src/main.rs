@@ -6,11 +6,13 @@ mod convert;
 mod demo;
 mod dose;
 mod evaluate;
+mod gather;
 mod info;
 mod phantom;
 mod plan;
 mod predict;
 mod progress;
+mod slurm;
 mod stats;
 mod train;
 
@@ -79,6 +81,13 @@ enum Command {
     /// Turn a folder of DICOM studies (CT, PET, SEG or RTSTRUCT) into an nnU-Net raw
     /// dataset for training, PET in SUV on the CT grid.
     Convert(convert::ConvertArgs),
+    /// Merge the per-case tables of a prediction folder (filled shard by shard by cluster
+    /// array tasks) into the cohort's stats.csv / stats.json and index.html; optionally
+    /// evaluate against reference labels.
+    Gather(gather::GatherArgs),
+    /// Write sbatch scripts for a Slurm cluster: cohort prediction as a job array, 5-fold
+    /// training with one GPU per fold, and a final gather/evaluation job.
+    Slurm(slurm::SlurmArgs),
 }
 
 /// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
@@ -149,6 +158,8 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Gather(a) => gather::run(a),
+        Command::Slurm(a) => slurm::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

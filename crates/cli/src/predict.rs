@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use glandseg_predict::export::{ExportOptions, OutputType};
 use glandseg_predict::input::Inputs;
+use glandseg_predict::job::Shard;
 use glandseg_predict::{ComponentRule, PredictJob, PredictOptions};
 use std::path::PathBuf;
 
@@ -63,13 +64,20 @@ pub struct PredictArgs {
     /// Also measure uptake in glands grown by this many mm (PET spill-out).
     #[arg(long)]
     pub dilate: Option<f64>,
-    /// Outputs, comma-separated: nifti (always), dicom-seg, rtstruct. DICOM outputs
-    /// reference the CT series when the input was DICOM.
+    /// Outputs, comma-separated or repeated: nifti (always), dicom-seg, rtstruct,
+    /// seg-nrrd (3D Slicer segmentation, OUT/CASE.seg.nrrd). DICOM outputs reference the
+    /// CT series when the input was DICOM.
     #[arg(long, value_delimiter = ',', default_value = "nifti", value_enum)]
     pub output_type: Vec<OutputType>,
     /// Skip the review PNG.
     #[arg(long)]
     pub no_review: bool,
+    /// Predict only part I of N equal parts of the sorted case list, I 0-based
+    /// (0/N .. N-1/N): a cluster array task. Without it, inside a Slurm array job, the
+    /// part comes from SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN) and
+    /// SLURM_ARRAY_TASK_COUNT. A sharded run leaves the cohort tables to `glandseg gather`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -82,7 +90,12 @@ fn job_of(a: PredictArgs) -> Result<PredictJob> {
         (_, _, Some(input)) => Inputs::Folder(input),
         _ => anyhow::bail!("give --input (folder or file) or --ct and --pet"),
     };
+    let shard = match &a.shard {
+        Some(s) => Some(Shard::parse(s)?),
+        None => Shard::from_slurm(|k| std::env::var(k).ok())?,
+    };
     Ok(PredictJob {
+        shard,
         inputs,
         model: a.model,
         out: a.out,

@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// (the fine network in boxes around the glands; needs stage 1's model folder).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub stage: u8,
+    /// Only plan, preprocess and write the model folder and splits.json, then stop (a
+    /// cluster's first job, before the fold jobs; see `glandseg slurm train`).
+    #[arg(long)]
+    pub prepare_only: bool,
     /// Hide the progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -131,6 +135,13 @@ fn train(job: &TrainJob, stage: u8, quiet: bool) -> Result<()> {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
-    let (quiet, stage) = (a.quiet, a.stage);
-    train(&job_of(a, command.join(" "))?, stage, quiet)
+    let (quiet, stage, prepare_only) = (a.quiet, a.stage, a.prepare_only);
+    let job = job_of(a, command.join(" "))?;
+    if prepare_only {
+        let bars = crate::progress::Bars::new(quiet);
+        let dir = glandseg_train::prepare(&job, &bars)?;
+        println!("prepared {} (plan, cache, splits)", dir.display());
+        return Ok(());
+    }
+    train(&job, stage, quiet)
 }

@@ -16,7 +16,7 @@ mod write;
 pub use error::NiftiError;
 pub use header::{NiftiHeaderInfo, TransformSource};
 pub use read::{read_labels, read_nifti, read_volume, NiftiImage};
-pub use write::{write_ct_i16, write_volume, NiftiStorable};
+pub use write::{encode_volume_gz, write_ct_i16, write_volume, NiftiStorable};
 
 /// The header's qform as a RAS matrix (whatever its code), for checks against other
 /// readers.

@@ -170,6 +170,29 @@ pub fn write_volume<T: NiftiStorable>(path: &Path, vol: &Volume<T>) -> Result<()
     })
 }
 
+/// `vol` as the bytes of a `.nii.gz` file (NIfTI-1, gzip at the default level), for
+/// embedding (the review page carries its volumes inside the HTML); `intent_code` goes
+/// into the header (0: none; 1002: NIFTI_INTENT_LABEL, which viewers draw as labels).
+pub fn encode_volume_gz<T: NiftiStorable>(
+    vol: &Volume<T>,
+    intent_code: i16,
+) -> std::io::Result<Vec<u8>> {
+    let mut header = header_bytes(vol);
+    // intent_code: bytes 68..70 of the NIfTI-1 header.
+    header[68..70].copy_from_slice(&intent_code.to_le_bytes());
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&header)?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for chunk in vol.as_slice().chunks(1 << 18) {
+        buf.clear();
+        for v in chunk {
+            v.put_le(&mut buf);
+        }
+        enc.write_all(&buf)?;
+    }
+    enc.finish()
+}
+
 /// Writes a CT in HU as int16 (rounded, clamped to the i16 range), the way scanners and
 /// nnU-Net datasets store CT.
 pub fn write_ct_i16(path: &Path, vol: &Volume<f32>) -> Result<(), NiftiError> {

@@ -376,6 +376,7 @@ pub fn run_demo<B: NetAutodiffBackend>(
             outputs: vec![OutputType::Nifti, OutputType::DicomSeg],
             ..ExportOptions::default()
         },
+        shard: None,
     };
     predict_job::<B::InnerBackend>(&predict, Default::default(), progress, |id, pred| {
         print(&glandseg_predict::job::case_line(&pred_dir, id, pred))

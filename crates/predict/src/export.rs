@@ -21,6 +21,9 @@ pub enum OutputType {
     DicomSeg,
     /// `CASE/rtstruct.dcm`, an RTSTRUCT (likewise).
     Rtstruct,
+    /// `CASE.seg.nrrd`, a 3D Slicer segmentation (named, coloured, SNOMED-coded segments)
+    /// on the grid of `CASE.nii.gz`.
+    SegNrrd,
 }
 
 /// What [`write_case`] writes besides the label map.
@@ -30,7 +33,7 @@ pub struct ExportOptions {
     pub per_gland_files: bool,
     /// Also measure uptake in glands grown by this many mm (PET spill-out).
     pub dilate: Option<f64>,
-    /// Write `CASE/review.png`.
+    /// Write `CASE/review.png` and, where niivue is available, `CASE/review.html`.
     pub review: bool,
     /// Output kinds (NIfTI is always written).
     pub outputs: Vec<OutputType>,
@@ -56,6 +59,11 @@ pub fn labels_path(out: &Path, id: &str) -> PathBuf {
     out.join(label_file(id, ".nii.gz"))
 }
 
+/// The 3D Slicer segmentation file of case `id` in `out`.
+pub fn seg_nrrd_path(out: &Path, id: &str) -> PathBuf {
+    out.join(format!("{id}.seg.nrrd"))
+}
+
 /// Writes every output of one predicted case into `out`.
 pub fn write_case(
     out: &Path,
@@ -79,6 +87,10 @@ fn write_nifti_outputs(
     let case_dir = out.join(id);
     std::fs::create_dir_all(&case_dir).map_err(|e| glandseg_core::Error::io(&case_dir, e))?;
     glandseg_nifti::write_volume(&labels_path(out, id), &pred.labels)?;
+    if opts.outputs.contains(&OutputType::SegNrrd) {
+        crate::seg_nrrd::write_seg_nrrd(&seg_nrrd_path(out, id), &pred.labels, map)
+            .map_err(|e| e.context(format!("writing the 3D Slicer segmentation of {id}")))?;
+    }
     // Statistics and the review picture read only the segmented region (labels are zero
     // outside it): on a whole-body scan, resampling the PET onto the whole CT grid was a
     // third of the prediction's time and a gigabyte of memory.
@@ -120,6 +132,15 @@ fn write_nifti_outputs(
         let title = format!("{id}  predicted ({} fold(s))", pred.report.folds.len());
         let img = glandseg_viz::render_review(&ct, pet.as_ref(), &labels, map, &title);
         glandseg_viz::save_png(&case_dir.join("review.png"), &img)?;
+        crate::review_html::write_case_page(
+            &case_dir,
+            id,
+            &ct,
+            pet.as_ref(),
+            &labels,
+            map,
+            &stats,
+        )?;
     }
     Ok(())
 }

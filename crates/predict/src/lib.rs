@@ -36,10 +36,13 @@
 pub mod cascade;
 pub mod error;
 pub mod export;
+pub mod gather;
 pub mod input;
 pub mod job;
 pub mod localize;
 pub mod postprocess;
+pub mod review_html;
+pub mod seg_nrrd;
 pub mod sliding;
 
 pub use error::{PredictError, Result};

@@ -147,6 +147,33 @@ pub fn train_fold<B: NetAutodiffBackend>(
     Ok(TrainOutcome { model_dir, summary })
 }
 
+/// Everything before the training loop, once for all folds: the plan (loaded or made),
+/// the model folder, the preprocessed cache and `splits.json`. A cluster's fold jobs run
+/// after it, so they do not all preprocess the same dataset at once.
+pub fn prepare(job: &TrainJob, progress: &dyn Progress) -> Result<PathBuf> {
+    let ds = Dataset::open(&job.dataset)?;
+    let plan = load_or_make_plan(&ds, job.plan.as_deref(), progress)?;
+    check_channels(&plan, &job.overrides)?;
+    let plan = plan.with_overrides(&job.overrides);
+    let model_dir = job
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("model"));
+    ModelFolder::create(&model_dir, &plan, &job.command)?;
+    let cache_dir = job
+        .cache
+        .clone()
+        .unwrap_or_else(|| job.dataset.join("preprocessed"));
+    Cache::build(&ds, &plan, &cache_dir, progress).map_err(|e| {
+        TrainError::Input(format!("preprocessing into {}: {e}", cache_dir.display()))
+    })?;
+    if job.fold != "all" {
+        fold_cases(&ds, &job.fold, &model_dir)?;
+    }
+    progress.finish();
+    Ok(model_dir)
+}
+
 /// Cache, split and training loop of one fold of `plan` into `folder` (the cache in
 /// `job.cache` or `DATASET/<cache_name>`; `oversample` overrides the foreground share).
 #[allow(clippy::too_many_arguments)]

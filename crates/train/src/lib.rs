@@ -41,7 +41,7 @@ pub mod trainer;
 pub use augment::{AugmentConfig, PatchSampler};
 pub use error::{Result, TrainError};
 pub use glandseg_model::ATLAS_FILE;
-pub use job::{train_fine_stage, train_fold, TrainJob, TrainOutcome};
+pub use job::{prepare, train_fine_stage, train_fold, TrainJob, TrainOutcome};
 pub use model_folder::{ModelFolder, ModelInfo};
 pub use preprocess::{preprocess_images, Cache};
 pub use trainer::{OptimizerKind, TrainConfig, TrainState, TrainSummary, Trainer};
