@@ -7,6 +7,7 @@ mod demo;
 mod dose;
 mod evaluate;
 mod info;
+mod pacs;
 mod phantom;
 mod plan;
 mod predict;
@@ -79,6 +80,9 @@ enum Command {
     /// Turn a folder of DICOM studies (CT, PET, SEG or RTSTRUCT) into an nnU-Net raw
     /// dataset for training, PET in SUV on the CT grid.
     Convert(convert::ConvertArgs),
+    /// Work with the clinic's PACS: segment studies on a DICOMweb server (Orthanc) and
+    /// store SEG, RTSTRUCT and a PDF table back; watch for new studies; DICOM C-STORE.
+    Pacs(pacs::PacsArgs),
 }
 
 /// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Pacs(a) => pacs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -162,7 +167,7 @@ fn main() -> ExitCode {
 /// The error and its causes on one line, leaving out a cause whose text an outer message
 /// already carries: our crates' errors print their source (so a library user sees it
 /// too), which `{:#}` would otherwise repeat.
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -48,6 +48,7 @@ pub mod case;
 pub mod convert;
 pub mod dataset;
 pub mod describe;
+pub mod pdf;
 mod read;
 pub mod rtstruct;
 pub mod seg;
@@ -63,6 +64,7 @@ pub use convert::{
     SkippedStudy,
 };
 pub use dataset::{new_uid, PatientStudy, SourceSeries};
+pub use pdf::{patient_study_of, text_pdf, write_encapsulated_pdf, PdfOptions};
 pub use rtstruct::{
     dice, read_rtstruct, read_rtstruct_contours, write_rtstruct, Contour, Roi, RoiMask, RtStruct,
     RtStructOptions,
