@@ -8,6 +8,7 @@ mod dose;
 mod evaluate;
 mod gather;
 mod info;
+mod pacs;
 mod phantom;
 mod plan;
 mod predict;
@@ -88,6 +89,9 @@ enum Command {
     /// Write sbatch scripts for a Slurm cluster: cohort prediction as a job array, 5-fold
     /// training with one GPU per fold, and a final gather/evaluation job.
     Slurm(slurm::SlurmArgs),
+    /// Work with the clinic's PACS: segment studies on a DICOMweb server (Orthanc) and
+    /// store SEG, RTSTRUCT and a PDF table back; watch for new studies; DICOM C-STORE.
+    Pacs(pacs::PacsArgs),
 }
 
 /// Backends: burn's `flex` on the CPU by default, CUDA with the `cuda` feature.
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
         Command::Convert(a) => convert::run(a),
         Command::Gather(a) => gather::run(a),
         Command::Slurm(a) => slurm::run(a),
+        Command::Pacs(a) => pacs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,7 +178,7 @@ fn main() -> ExitCode {
 /// The error and its causes on one line, leaving out a cause whose text an outer message
 /// already carries: our crates' errors print their source (so a library user sees it
 /// too), which `{:#}` would otherwise repeat.
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -56,6 +56,7 @@ pub mod convert;
 pub mod dataset;
 pub mod describe;
 pub mod nm;
+pub mod pdf;
 mod read;
 pub mod rtdose;
 pub mod rtstruct;
@@ -74,6 +75,7 @@ pub use convert::{
 pub use dataset::{new_uid, PatientStudy, SourceSeries};
 pub use nm::{read_activity_image, read_nm, write_nm, ActivityImage, NmAcquisition, NmUnits};
 pub use rtdose::{write_rtdose, RtDoseWritten};
+pub use pdf::{patient_study_of, text_pdf, write_encapsulated_pdf, PdfOptions};
 pub use rtstruct::{
     dice, read_rtstruct, read_rtstruct_contours, write_rtstruct, Contour, Roi, RoiMask, RtStruct,
     RtStructOptions,
