@@ -66,7 +66,8 @@ pub struct DoseArgs {
     /// FWHM +/- this gives pvc_uncertainty_pct, added in quadrature to dose_uncertainty_pct.
     #[arg(long = "pvc-fwhm-uncertainty-mm")]
     pvc_fwhm_uncertainty_mm: Option<f64>,
-    /// Output folder: dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png.
+    /// Output folder: dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png, dvh.png,
+    /// report.md.
     #[arg(long, short)]
     out: PathBuf,
     /// A dataset.json whose "labels" name the classes (default: glandseg's label map).
@@ -307,6 +308,13 @@ pub fn run(a: DoseArgs) -> Result<()> {
     };
     let labels = full_labels.crop(lo, hi)?;
     let full = full_labels.geometry().clone();
+    let sources = glandseg_dose::Sources {
+        labels: Some(a.labels.display().to_string()),
+        activity: inputs
+            .iter()
+            .map(|i| i.path.display().to_string())
+            .collect(),
+    };
     let tps: Vec<TimePoint> = inputs
         .into_iter()
         .map(|i| {
@@ -316,7 +324,8 @@ pub fn run(a: DoseArgs) -> Result<()> {
             })
         })
         .collect::<Result<_>>()?;
-    let (report, dose_box) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
+    let (mut report, dose_box) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
+    report.sources = Some(sources);
     glandseg_dose::write_outputs(&a.out, &report)?;
     // The dose map on the full label grid (0 outside the box).
     let mut dose_map = Volume::filled(full.clone(), 0f32);
@@ -360,7 +369,10 @@ pub fn run(a: DoseArgs) -> Result<()> {
             if g.caveat.is_some() { "  (caveat)" } else { "" }
         );
     }
-    println!("written: {}", a.out.join("dose.csv").display());
+    println!(
+        "written: {} (and dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png, dvh.png)",
+        a.out.join("report.md").display()
+    );
     Ok(())
 }
 

@@ -240,6 +240,143 @@ fn dose_recovers_tia_and_dose_per_gland() {
     assert!(map.geometry().same_grid(&label_geometry(), 1e-4));
     assert!(map.as_slice().iter().cloned().fold(0f32, f32::max) > 0.0);
     assert!(std::fs::metadata(out.join("tac.png")).unwrap().len() > 1000);
+    check_dvh_png(&out.join("dvh.png"), &json);
+    check_report(
+        &std::fs::read_to_string(out.join("report.md")).unwrap(),
+        &json,
+    );
+}
+
+/// dvh.png: a PNG of chart size, white background, one line per gland in its palette
+/// colour (the glands' order in dose.json), axes and text besides.
+fn check_dvh_png(path: &Path, json: &serde_json::Value) {
+    let bytes = std::fs::read(path).expect("dvh.png written");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    assert!(
+        (400..=4000).contains(&w) && (300..=4000).contains(&h),
+        "{w} x {h}"
+    );
+    let mut colours = std::collections::HashMap::new();
+    for p in img.pixels() {
+        *colours.entry(p.0).or_insert(0usize) += 1;
+    }
+    let white = colours.get(&[255, 255, 255]).copied().unwrap_or(0);
+    assert!(white > (w * h) as usize / 2, "mostly white background");
+    let glands = json["glands"].as_array().unwrap().len();
+    assert!(colours.len() > glands + 1, "{} colours", colours.len());
+    let palette = &glandseg_viz::chart::COLORS;
+    for (n, c) in palette.iter().take(glands).enumerate() {
+        let px = colours.get(&c.0).copied().unwrap_or(0);
+        assert!(px > 100, "gland {n}'s colour {c:?}: {px} pixels");
+        // Its curve, not only its legend: each cumulative DVH falls from 100 % to 0 %
+        // through the middle rows of the chart (the legend and title are not there).
+        let middle = (h * 3 / 10..h * 6 / 10)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y) == c)
+            .count();
+        assert!(
+            middle >= 100,
+            "gland {n}'s curve: {middle} pixels in the middle rows"
+        );
+    }
+    // No gland beyond those: the next palette colour is absent.
+    assert_eq!(colours.get(&palette[glands].0), None);
+}
+
+/// 4 significant digits in plain decimals: the report's number format.
+fn sig4(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    let decimals = (3 - x.abs().log10().floor() as i64).clamp(0, 12) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// report.md: the inputs, and per gland of dose.json a row of the dose table with its
+/// numbers as the report formats them; the caveat of the lacrimal gland; both plots.
+fn check_report(md: &str, json: &serde_json::Value) {
+    println!("{md}");
+    for s in [
+        "| time points (h after injection) | 4, 24, 48, 96, 168 |",
+        "| injected activity | 7400 MBq |",
+        "| calibration uncertainty | 3 % |",
+        "| volume uncertainty | 4 % |",
+        "| partial-volume correction | off",
+        "A96.nii.gz`",
+        "labels.nii.gz`",
+        "Lu-177",
+        "![Time-activity curves](tac.png)",
+        "![Cumulative DVH](dvh.png)",
+    ] {
+        assert!(md.contains(s), "{s:?} not in report.md");
+    }
+    let split = |l: &str| -> Vec<String> {
+        l.trim()
+            .trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let lines: Vec<&str> = md.lines().collect();
+    let h = lines
+        .iter()
+        .position(|l| l.starts_with("| gland |") && l.contains("| organ dose Gy |"))
+        .expect("the per-gland table");
+    let head = split(lines[h]);
+    let col = |name: &str| head.iter().position(|c| c == name).unwrap();
+    let rows: Vec<Vec<String>> = lines[h + 2..]
+        .iter()
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| split(l))
+        .collect();
+    let glands = json["glands"].as_array().unwrap();
+    assert_eq!(rows.len(), glands.len());
+    let f = |r: &serde_json::Value, k: &str| sig4(r[k].as_f64().unwrap());
+    for r in glands {
+        let name = r["name"].as_str().unwrap();
+        let row = rows
+            .iter()
+            .find(|c| c[0] == name)
+            .unwrap_or_else(|| panic!("{name}: no row in report.md"));
+        assert_eq!(row.len(), head.len());
+        for (column, key) in [
+            ("organ dose Gy", "dose_gy"),
+            ("voxel mean Gy", "dose_gy_voxel_mean"),
+            ("TIA MBq·h", "tia_mbq_h"),
+            ("mass g", "mass_g"),
+            ("volume mL", "volume_ml"),
+            ("Gy/GBq", "dose_gy_per_gbq"),
+            ("T_eff h", "t_eff_h"),
+            ("D2 Gy", "d2_gy"),
+            ("D50 Gy", "d50_gy"),
+            ("D98 Gy", "d98_gy"),
+        ] {
+            assert_eq!(row[col(column)], f(r, key), "{name}: {column}");
+        }
+        assert_eq!(row[col("fit")], r["model"].as_str().unwrap());
+        let du = format!("{:.1}", r["dose_uncertainty_pct"].as_f64().unwrap());
+        assert_eq!(row[col("dose unc. %")], du, "{name}");
+        // The organ dose as the report prints it is the dose.json value to 4 digits.
+        let printed: f64 = row[col("organ dose Gy")].parse().unwrap();
+        let dose = r["dose_gy"].as_f64().unwrap();
+        assert!(
+            (printed / dose - 1.0).abs() < 1e-3,
+            "{name}: {printed} vs {dose}"
+        );
+        if let Some(c) = r["caveat"].as_str() {
+            let bullet = md
+                .lines()
+                .find(|l| l.starts_with(&format!("- **{name}**")))
+                .unwrap_or_else(|| panic!("{name}: caveat missing"));
+            assert!(bullet.contains(c), "{bullet}");
+            assert!(bullet.contains(&format!("Organ dose (raw): {} Gy", f(r, "dose_gy"))));
+        }
+    }
+    assert!(md.contains("- **lacrimal_left**: "), "the lacrimal caveat");
 }
 
 #[test]

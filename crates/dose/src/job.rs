@@ -1,6 +1,7 @@
 //! The whole computation for one patient: a label map, activity images (Bq/mL) at several
 //! times on the label map's grid, a nuclide → per gland TAC, fit, TIA, organ and voxel
-//! dose, DVH; and the outputs (`dose.json`, `dose.csv`, `tac.png`).
+//! dose, DVH; and the outputs (`dose.json`, `dose.csv`, `tac.png`, `dvh.png`,
+//! `report.md`).
 //!
 //! Voxel TIA: each voxel's own trapezoid + physical tail (or the single-time-point
 //! formula), clamped at 0; inside each gland rescaled so that the gland's voxel TIAs add
@@ -10,7 +11,7 @@
 
 use crate::fit::{fit_tac, hanscheid, madsen, ModelFit};
 use crate::organ::{local_deposition_gy, sphere_model};
-use crate::voxel::{build_kernel, convolve, dvh, KernelInfo};
+use crate::voxel::{build_kernel, convolve, cumulative_dvh, dvh, DvhCurve, KernelInfo};
 use crate::{DoseError, Nuclide, Result};
 use glandseg_core::{geometry::GRID_TOLERANCE, LabelMap, Volume};
 use serde::Serialize;
@@ -21,6 +22,9 @@ pub const SMALL_GLAND_ML: f64 = 4.19;
 
 /// The largest voxel-S-value kernel built (voxels): 4·10⁶, a 30 mm kernel on 0.4 mm voxels.
 pub const MAX_KERNEL_VOXELS: f64 = 4e6;
+
+/// Dose steps of each gland's cumulative DVH curve (`dvh` in `dose.json`, `dvh.png`).
+pub const DVH_STEPS: usize = 100;
 
 /// One activity image and when it was taken.
 pub struct TimePoint {
@@ -143,6 +147,8 @@ pub struct GlandDose {
     pub caveat: Option<String>,
     /// Every fitted model with its AICc.
     pub fits: Vec<ModelFit>,
+    /// The cumulative DVH of the voxel dose map over the gland ([`DVH_STEPS`] + 1 doses).
+    pub dvh: Option<DvhCurve>,
 }
 
 /// The report of a dose computation.
@@ -162,6 +168,19 @@ pub struct DoseReport {
     pub absent: Vec<String>,
     /// The partial-volume correction's transfer matrix, when asked for.
     pub pvc: Option<crate::pvc::Gtm>,
+    /// The input files, when the caller names them (for the JSON and `report.md`);
+    /// [`compute_dose`] leaves it None.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Sources>,
+}
+
+/// The files a dose computation read, as the caller wants them shown.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Sources {
+    /// The label map.
+    pub labels: Option<String>,
+    /// The activity image of each time point, in the order of `times_h`.
+    pub activity: Vec<String>,
 }
 
 /// The voxel box `[lo, hi)` the dose map is computed in: the bounding box of the map's
@@ -496,6 +515,7 @@ pub fn compute_dose(
             dose_gy_uncorrected: uncorrected_tia.map(|t| local_deposition_gy(nu, t, mass_g)),
             caveat,
             fits: all,
+            dvh: None,
         });
     }
 
@@ -538,6 +558,7 @@ pub fn compute_dose(
             gd.d98_gy = Some(h.d98_gy);
             gd.v20gy_pct = Some(h.v20gy_pct);
         }
+        gd.dvh = cumulative_dvh(&doses, DVH_STEPS);
     }
     let report = DoseReport {
         options: opt.clone(),
@@ -556,6 +577,7 @@ pub fn compute_dose(
         glands,
         absent,
         pvc: gtm,
+        sources: None,
     };
     let vol = Volume::from_vec(g.clone(), dose_map)?;
     Ok((report, vol))
@@ -576,7 +598,8 @@ fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.6}")).unwrap_or_default()
 }
 
-/// Writes `dose.json`, `dose.csv` and `tac.png` into `dir`, atomically.
+/// Writes `dose.json`, `dose.csv`, `tac.png`, `dvh.png` and `report.md` into `dir`, each
+/// atomically.
 pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
     glandseg_core::atomic::write_json(&dir.join("dose.json"), report)?;
     let mut s = String::from(
@@ -614,5 +637,10 @@ pub fn write_outputs(dir: &Path, report: &DoseReport) -> Result<()> {
     }
     glandseg_core::atomic::write_bytes(&dir.join("dose.csv"), s.as_bytes())?;
     glandseg_viz::save_png(&dir.join("tac.png"), &crate::plot::tac_plot(report))?;
+    glandseg_viz::save_png(&dir.join("dvh.png"), &crate::plot::dvh_plot(report))?;
+    glandseg_core::atomic::write_bytes(
+        &dir.join("report.md"),
+        crate::report::markdown(report).as_bytes(),
+    )?;
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! - [`pvc`]: partial-volume correction of the gland activities (geometric transfer
 //!   matrix with the SPECT's PSF).
 //! - [`job`]: the whole computation over a label map and activity images on its grid, and
-//!   its outputs (`dose.json`, `dose.csv`, the TAC plot).
+//!   its outputs (`dose.json`, `dose.csv`, the TAC and DVH plots, `report.md`).
+//! - [`report`]: `report.md`, the short human-readable report.
 //!
 //! Units: time in hours, activity in MBq (images in Bq/mL), TIA in MBq·h, mass in g,
 //! absorbed dose in Gy.
@@ -27,10 +28,13 @@ pub mod nuclide;
 pub mod organ;
 mod plot;
 pub mod pvc;
+pub mod report;
 pub mod voxel;
 
 pub use fit::{fit_tac, hanscheid, madsen, Model, ModelFit, TacFit};
-pub use job::{compute_dose, write_outputs, DoseOptions, DoseReport, GlandDose, TimePoint};
+pub use job::{
+    compute_dose, write_outputs, DoseOptions, DoseReport, GlandDose, Sources, TimePoint,
+};
 pub use nuclide::Nuclide;
 
 /// What went wrong, naming the input field (or file) a user has to fix.

@@ -1,6 +1,7 @@
-//! The TAC plot: each gland's activity per time point (squares) and its chosen fit (line).
-//! Drawn with glandseg-viz's chart helpers (palette, lines, the embedded bitmap font: no
-//! system fonts needed).
+//! The TAC plot: each gland's activity per time point (squares) and its chosen fit (line);
+//! the DVH plot: each gland's cumulative dose-volume histogram. Drawn with glandseg-viz's
+//! chart helpers (palette, lines, the embedded bitmap font: no system fonts needed); a
+//! gland has the same colour in both (its place in the report).
 
 use crate::job::DoseReport;
 use glandseg_viz::chart::{line, COLORS};
@@ -110,6 +111,114 @@ pub(crate) fn tac_plot(report: &DoseReport) -> RgbImage {
         let ly = y0 + 6 + 14 * n as i64;
         line(&mut img, (x1 - 300, ly + 3), (x1 - 280, ly + 3), c);
         text(&mut img, x1 - 274, ly, name, c);
+    }
+    img
+}
+
+/// Tick label of a value on an axis running to `max`: enough decimals to tell the five
+/// ticks apart.
+fn tick(v: f64, max: f64) -> String {
+    let d = if max >= 20.0 {
+        0
+    } else if max >= 2.0 {
+        1
+    } else {
+        (2.0 - max.log10().floor()).clamp(2.0, 8.0) as usize
+    };
+    format!("{v:.d$}")
+}
+
+/// One chart, all glands: volume % (0-100) against dose, 0 to 1.05 × the highest voxel
+/// dose. Each curve drops to 0 % at its gland's maximum; the legend (name and voxel mean
+/// dose) sits in a boxed corner at the lower left, where cumulative DVHs rarely run.
+pub(crate) fn dvh_plot(report: &DoseReport) -> RgbImage {
+    let dmax = report
+        .glands
+        .iter()
+        .filter_map(|g| g.dvh.as_ref())
+        .flat_map(|c| c.dose_gy.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let xmax = if dmax > 0.0 { dmax * 1.05 } else { 1.0 };
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (x0, y0, x1, y1) = (PAD_L, PAD_T, W as i64 - PAD_R, H as i64 - PAD_B);
+    line(&mut img, (x0, y1), (x1, y1), GREY);
+    line(&mut img, (x0, y0), (x0, y1), GREY);
+    let title = format!(
+        "Cumulative dose-volume histograms ({}, voxel S-value dose)",
+        report.options.nuclide.name
+    );
+    text(
+        &mut img,
+        (W as i64 - width(&title)) / 2,
+        12,
+        &title,
+        Rgb([0, 0, 0]),
+    );
+    let xl = "absorbed dose (Gy)";
+    text(&mut img, (x0 + x1 - width(xl)) / 2, H as i64 - 18, xl, GREY);
+    text(&mut img, 8, y0 - 20, "volume %", GREY);
+    let to_px = |(x, y): (f64, f64)| {
+        (
+            x0 + (x / xmax * (x1 - x0) as f64).round() as i64,
+            y1 - (y / 100.0 * (y1 - y0) as f64).round() as i64,
+        )
+    };
+    for n in 0..=4 {
+        let (xv, yv) = (xmax * n as f64 / 4.0, 100.0 * n as f64 / 4.0);
+        let (px, py) = to_px((xv, yv));
+        line(&mut img, (px, y1), (px, y1 + 4), GREY);
+        let s = tick(xv, xmax);
+        text(&mut img, px - width(&s) / 2, y1 + 8, &s, GREY);
+        line(&mut img, (x0 - 4, py), (x0, py), GREY);
+        let s = format!("{yv:.0}");
+        text(&mut img, x0 - 8 - width(&s), py - 4, &s, GREY);
+    }
+    let mut legend = Vec::new();
+    for (n, g) in report.glands.iter().enumerate() {
+        let c = COLORS[n % COLORS.len()];
+        let Some(curve) = &g.dvh else { continue };
+        let mut px: Vec<(i64, i64)> = curve
+            .dose_gy
+            .iter()
+            .zip(&curve.volume_pct)
+            .filter(|(d, v)| d.is_finite() && v.is_finite())
+            .map(|(&d, &v)| to_px((d, v)))
+            .collect();
+        // Beyond the hottest voxel nothing is left: drop to 0 %.
+        if let Some(&(x, _)) = px.last() {
+            px.push((x, y1));
+        }
+        for w in px.windows(2) {
+            line(&mut img, w[0], w[1], c);
+        }
+        let mean = g
+            .dose_gy_voxel_mean
+            .map(|m| format!(" (mean {} Gy)", crate::report::sig(m, 4)))
+            .unwrap_or_default();
+        legend.push((format!("{}{mean}", g.name), c));
+    }
+    if !legend.is_empty() {
+        let lw = legend.iter().map(|(s, _)| width(s)).max().unwrap_or(0) + 40;
+        let lh = 14 * legend.len() as i64 + 8;
+        let (lx, ly) = (x0 + 30, y1 - 20 - lh);
+        for y in ly..ly + lh {
+            for x in lx..lx + lw {
+                if x >= 0 && y >= 0 && (x as u32) < W && (y as u32) < H {
+                    img.put_pixel(x as u32, y as u32, Rgb([255, 255, 255]));
+                }
+            }
+        }
+        let border = Rgb([200, 200, 200]);
+        line(&mut img, (lx, ly), (lx + lw, ly), border);
+        line(&mut img, (lx, ly + lh), (lx + lw, ly + lh), border);
+        line(&mut img, (lx, ly), (lx, ly + lh), border);
+        line(&mut img, (lx + lw, ly), (lx + lw, ly + lh), border);
+        for (n, (s, c)) in legend.iter().enumerate() {
+            let y = ly + 6 + 14 * n as i64;
+            line(&mut img, (lx + 8, y + 3), (lx + 28, y + 3), *c);
+            text(&mut img, lx + 34, y, s, *c);
+        }
     }
     img
 }

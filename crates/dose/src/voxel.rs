@@ -319,3 +319,43 @@ pub fn dvh(doses: &[f64]) -> Option<Dvh> {
         v20gy_pct: 100.0 * s.iter().filter(|&&d| d >= 20.0).count() as f64 / s.len() as f64,
     })
 }
+
+/// A cumulative dose-volume histogram: the share of a gland's volume receiving at least
+/// each dose.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DvhCurve {
+    /// Doses, Gy, increasing from 0 to the gland's maximum voxel dose.
+    pub dose_gy: Vec<f64>,
+    /// Share of the volume with a dose ≥ `dose_gy[i]`, %, non-increasing from 100.
+    pub volume_pct: Vec<f64>,
+}
+
+/// The cumulative DVH of `doses` (Gy, voxels of equal volume) at `steps` + 1 equally
+/// spaced doses from 0 to the maximum; None when empty. A gland at 0 Gy everywhere gives
+/// the single point (0 Gy, 100 %).
+pub fn cumulative_dvh(doses: &[f64], steps: usize) -> Option<DvhCurve> {
+    let mut s: Vec<f64> = doses.iter().copied().filter(|d| d.is_finite()).collect();
+    if s.is_empty() {
+        return None;
+    }
+    s.sort_by(|a, b| a.total_cmp(b));
+    let max = s[s.len() - 1].max(0.0);
+    let n = if max > 0.0 { steps.max(1) } else { 0 };
+    let mut dose_gy = Vec::with_capacity(n + 1);
+    let mut volume_pct = Vec::with_capacity(n + 1);
+    for i in 0..=n {
+        let d = if i == n {
+            max
+        } else {
+            max * i as f64 / n as f64
+        };
+        // Voxels with a dose ≥ d: those from the first one not below d.
+        let below = s.partition_point(|&x| x < d);
+        dose_gy.push(d);
+        volume_pct.push(100.0 * (s.len() - below) as f64 / s.len() as f64);
+    }
+    Some(DvhCurve {
+        dose_gy,
+        volume_pct,
+    })
+}

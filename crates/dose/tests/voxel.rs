@@ -2,7 +2,7 @@
 //! computation over a small label map.
 
 use glandseg_core::{Geometry, LabelMap, Volume};
-use glandseg_dose::voxel::{build_kernel, convolve, dvh, local_deposition};
+use glandseg_dose::voxel::{build_kernel, convolve, cumulative_dvh, dvh, local_deposition};
 use glandseg_dose::{compute_dose, write_outputs, DoseOptions, Nuclide, TimePoint};
 
 fn lu() -> Nuclide {
@@ -85,6 +85,37 @@ fn dvh_metrics() {
     assert!(dvh(&[]).is_none());
 }
 
+#[test]
+fn cumulative_dvh_curve() {
+    // 101 voxels at 0, 1, ..., 100 Gy: at least d Gy in (101 - d) of them.
+    let doses: Vec<f64> = (0..=100).rev().map(|i| i as f64).collect();
+    let c = cumulative_dvh(&doses, 100).unwrap();
+    assert_eq!(c.dose_gy.len(), 101);
+    assert_eq!(c.volume_pct.len(), 101);
+    for i in 0..=100 {
+        assert_eq!(c.dose_gy[i], i as f64);
+        let want = 100.0 * (101 - i) as f64 / 101.0;
+        assert!(
+            (c.volume_pct[i] - want).abs() < 1e-9,
+            "{i}: {}",
+            c.volume_pct[i]
+        );
+    }
+    // Coarser steps: every 25 Gy; the last point is the maximum.
+    let c = cumulative_dvh(&doses, 4).unwrap();
+    assert_eq!(c.dose_gy, vec![0.0, 25.0, 50.0, 75.0, 100.0]);
+    assert!((c.volume_pct[2] - 100.0 * 51.0 / 101.0).abs() < 1e-9);
+    assert!((c.volume_pct[4] - 100.0 / 101.0).abs() < 1e-9);
+    // Uniform 2 Gy: 100 % up to 2 Gy.
+    let c = cumulative_dvh(&[2.0; 10], 10).unwrap();
+    assert!(c.volume_pct.iter().all(|&v| v == 100.0));
+    assert_eq!(*c.dose_gy.last().unwrap(), 2.0);
+    // 0 Gy everywhere: one point; nothing: None.
+    let c = cumulative_dvh(&[0.0; 5], 100).unwrap();
+    assert_eq!((c.dose_gy, c.volume_pct), (vec![0.0], vec![100.0]));
+    assert!(cumulative_dvh(&[], 100).is_none());
+}
+
 /// A 25 mL cube gland and a 0.5 mL one, uniform activity, mono-exponential T_eff 42 h.
 #[test]
 fn compute_dose_on_a_small_label_map() {
@@ -163,6 +194,28 @@ fn compute_dose_on_a_small_label_map() {
     assert!(csv.starts_with("label,name,volume_ml,mass_g,model,t_eff_h,tia_mbq_h"));
     assert_eq!(csv.lines().count(), 3);
     assert!(std::fs::metadata(dir.path().join("tac.png")).unwrap().len() > 1000);
+    assert!(std::fs::metadata(dir.path().join("dvh.png")).unwrap().len() > 1000);
+    assert!(std::fs::read_to_string(dir.path().join("report.md"))
+        .unwrap()
+        .contains("lacrimal_left"));
+    // The DVH curve: from 100 % at 0 Gy, non-increasing, to the hottest voxel; D50 on it.
+    let c = big.dvh.as_ref().unwrap();
+    assert_eq!(c.volume_pct[0], 100.0);
+    assert!(c.volume_pct.windows(2).all(|w| w[1] <= w[0]));
+    let d50 = big.d50_gy.unwrap();
+    assert!(*c.dose_gy.last().unwrap() >= big.d2_gy.unwrap());
+    // At the last sampled dose ≤ D50 at least half the volume; at the first sampled dose
+    // above D2 at most 2 % (0 beyond the hottest voxel).
+    let below = |d: f64| c.volume_pct[c.dose_gy.iter().rposition(|&x| x <= d).unwrap()];
+    let above = |d: f64| {
+        c.dose_gy
+            .iter()
+            .position(|&x| x > d)
+            .map_or(0.0, |i| c.volume_pct[i])
+    };
+    assert!(below(d50) >= 50.0 - 1e-9, "{}", below(d50));
+    assert!(above(big.d2_gy.unwrap()) <= 2.0 + 1e-9);
+    assert!(above(d50) < 50.0 + 1e-9 && below(big.d98_gy.unwrap()) >= 98.0 - 1e-9);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("dose.json")).unwrap()).unwrap();
     assert_eq!(json["glands"][0]["name"], "parotid_left");
