@@ -74,8 +74,8 @@ pub use convert::{
 };
 pub use dataset::{new_uid, PatientStudy, SourceSeries};
 pub use nm::{read_activity_image, read_nm, write_nm, ActivityImage, NmAcquisition, NmUnits};
-pub use rtdose::{write_rtdose, RtDoseWritten};
 pub use pdf::{patient_study_of, text_pdf, write_encapsulated_pdf, PdfOptions};
+pub use rtdose::{write_rtdose, RtDoseWritten};
 pub use rtstruct::{
     dice, read_rtstruct, read_rtstruct_contours, write_rtstruct, Contour, Roi, RoiMask, RtStruct,
     RtStructOptions,
