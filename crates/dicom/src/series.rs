@@ -365,6 +365,7 @@ pub fn load_series(info: &SeriesInfo) -> Result<LoadedSeries, DicomError> {
 /// PET slices each carry their own slope).
 pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
     let obj = crate::read::open_full(path)?;
+    check_j2k_size(path, &obj)?;
     // Through `quietly`: dicom-rs' JPEG 2000 adapter panics on an empty fragment.
     let decoded = glandseg_core::panics::quietly(|| obj.decode_pixel_data())
         .map_err(|e| {
@@ -432,6 +433,70 @@ pub fn j2k_sign_precision(codestream: &[u8]) -> Option<(bool, u32)> {
     // SOC (2), SIZ marker (2), Lsiz (2), Rsiz (2), 8 x 4 bytes of sizes, Csiz (2).
     let ssiz = *codestream.get(at + 2 + 2 + 2 + 2 + 32 + 2)?;
     Some((ssiz & 0x80 != 0, (ssiz & 0x7F) as u32 + 1))
+}
+
+/// `(width, height, components)` of the image a JPEG 2000 codestream's SIZ marker
+/// declares (ISO 15444-1 A.5.1: Xsiz - XOsiz, Ysiz - YOsiz, Csiz), or `None` when there is
+/// no complete SIZ marker.
+pub fn j2k_size(codestream: &[u8]) -> Option<(u64, u64, u16)> {
+    let at = codestream
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    let siz = codestream.get(at + 4..at + 4 + 38)?;
+    let u32_at = |i: usize| u32::from_be_bytes([siz[i], siz[i + 1], siz[i + 2], siz[i + 3]]) as u64;
+    // Lsiz (2), Rsiz (2), Xsiz, Ysiz, XOsiz, YOsiz (4 each), ..., Csiz at 36.
+    let (x, y, xo, yo) = (u32_at(4), u32_at(8), u32_at(12), u32_at(16));
+    let c = u16::from_be_bytes([siz[36], siz[37]]);
+    Some((x.saturating_sub(xo), y.saturating_sub(yo), c))
+}
+
+/// Refuses a JPEG 2000 slice whose codestream declares another image size than the
+/// dataset's Columns x Rows x SamplesPerPixel, before decoding it. Why: the decoder trusts
+/// the SIZ marker, and a damaged one (found by fuzzing: Xsiz 8 388 352 in a 512 x 512 CT)
+/// made it work through 16 384 tiles for over a minute before failing; a damaged series
+/// must fail in milliseconds with the file and the two sizes named.
+fn check_j2k_size(path: &Path, obj: &DefaultDicomObject) -> Result<(), DicomError> {
+    const J2K: [&str; 5] = [
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    ];
+    if !J2K.contains(&obj.meta().transfer_syntax()) {
+        return Ok(());
+    }
+    let Some(element) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
+        return Ok(());
+    };
+    let Some(fragments) = element.fragments() else {
+        return Ok(());
+    };
+    let int = |tag| {
+        obj.element_opt(tag)
+            .ok()
+            .flatten()
+            .and_then(|e| e.to_int::<u64>().ok())
+    };
+    let (Some(rows), Some(cols)) = (int(tags::ROWS), int(tags::COLUMNS)) else {
+        return Ok(());
+    };
+    let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    // A frame may span several fragments: the SIZ marker is in the first of a frame, and
+    // checking every fragment that holds one covers multi-frame objects too.
+    for f in fragments.iter() {
+        if let Some((w, h, c)) = j2k_size(f) {
+            if w != cols || h != rows || c as u64 != samples {
+                return Err(file_err(
+                    path,
+                    format!(
+                        "the JPEG 2000 codestream declares a {w} x {h} image with {c} component(s), the dataset Columns x Rows {cols} x {rows} with SamplesPerPixel {samples}: the pixel data is damaged or belongs to another image"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// pydicom's rule for a JPEG 2000 codestream whose signedness disagrees with
@@ -539,5 +604,19 @@ mod j2k_tests {
         cs[n - 3] = 0x8F; // signed 16 bits
         assert_eq!(j2k_sign_precision(&cs), Some((true, 16)));
         assert_eq!(j2k_sign_precision(&cs[..20]), None);
+    }
+
+    #[test]
+    fn siz_marker_gives_the_declared_image_size() {
+        let mut cs = vec![0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00, 0x00];
+        for v in [8_388_352u32, 512, 0, 0, 512, 512, 0, 0] {
+            cs.extend(v.to_be_bytes());
+        }
+        cs.extend([0x00, 0x01, 0x0F, 0x01, 0x01]);
+        assert_eq!(j2k_size(&cs), Some((8_388_352, 512, 1)));
+        // Offsets are subtracted (Xsiz - XOsiz).
+        cs[19] = 2; // XOsiz (bytes 16..20) = 2
+        assert_eq!(j2k_size(&cs).map(|s| s.0), Some(8_388_350));
+        assert_eq!(j2k_size(&cs[..30]), None);
     }
 }

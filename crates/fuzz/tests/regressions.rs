@@ -37,6 +37,16 @@ fn length_past_the_end_is_named() {
             "declares",
         ),
         (
+            Reader::DicomFile,
+            "dicom/j2k-siz-width-8388352",
+            "declares a 8388352 x 512 image",
+        ),
+        (
+            Reader::DicomFile,
+            "dicom/j2k-siz-height-4194816",
+            "declares a 512 x 4194816 image",
+        ),
+        (
             Reader::Model,
             "model/plans-without-stages",
             "\"stages\" holds 0 stages",
