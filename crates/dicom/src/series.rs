@@ -422,16 +422,35 @@ pub fn decode_slice(path: &Path, n: usize) -> Result<Vec<f32>, DicomError> {
         .collect())
 }
 
+/// JPEG 2000 transfer syntaxes (Part 1 lossless/lossy, HTJ2K lossless, RPCL, lossy).
+const J2K_SYNTAXES: [&str; 5] = [
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
+
+fn is_j2k(obj: &DefaultDicomObject) -> bool {
+    J2K_SYNTAXES.contains(&obj.meta().transfer_syntax())
+}
+
+/// The SIZ marker segment after its marker (Lsiz onwards, ISO 15444-1 A.5.1) of the first
+/// SOC + SIZ pair in a raw codestream or JP2 file, `len` bytes of it, or `None`.
+fn siz_segment(codestream: &[u8], len: usize) -> Option<&[u8]> {
+    let at = codestream
+        .windows(4)
+        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
+    codestream.get(at + 4..at + 4 + len)
+}
+
 /// `(signed, precision)` of the first component in a JPEG 2000 codestream's SIZ marker
 /// (ISO 15444-1 A.5.1: Ssiz bit 7 = signed, bits 0-6 = precision - 1), or `None` when
 /// there is no SIZ marker. Works on raw codestreams and JP2 files alike (the first
 /// SOC + SIZ pair is used).
 pub fn j2k_sign_precision(codestream: &[u8]) -> Option<(bool, u32)> {
-    let at = codestream
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
-    // SOC (2), SIZ marker (2), Lsiz (2), Rsiz (2), 8 x 4 bytes of sizes, Csiz (2).
-    let ssiz = *codestream.get(at + 2 + 2 + 2 + 2 + 32 + 2)?;
+    // Lsiz (2), Rsiz (2), 8 x 4 bytes of sizes, Csiz (2), then the first Ssiz.
+    let ssiz = *siz_segment(codestream, 2 + 2 + 32 + 2 + 1)?.last()?;
     Some((ssiz & 0x80 != 0, (ssiz & 0x7F) as u32 + 1))
 }
 
@@ -439,10 +458,7 @@ pub fn j2k_sign_precision(codestream: &[u8]) -> Option<(bool, u32)> {
 /// declares (ISO 15444-1 A.5.1: Xsiz - XOsiz, Ysiz - YOsiz, Csiz), or `None` when there is
 /// no complete SIZ marker.
 pub fn j2k_size(codestream: &[u8]) -> Option<(u64, u64, u16)> {
-    let at = codestream
-        .windows(4)
-        .position(|w| w == [0xFF, 0x4F, 0xFF, 0x51])?;
-    let siz = codestream.get(at + 4..at + 4 + 38)?;
+    let siz = siz_segment(codestream, 38)?;
     let u32_at = |i: usize| u32::from_be_bytes([siz[i], siz[i + 1], siz[i + 2], siz[i + 3]]) as u64;
     // Lsiz (2), Rsiz (2), Xsiz, Ysiz, XOsiz, YOsiz (4 each), ..., Csiz at 36.
     let (x, y, xo, yo) = (u32_at(4), u32_at(8), u32_at(12), u32_at(16));
@@ -456,14 +472,7 @@ pub fn j2k_size(codestream: &[u8]) -> Option<(u64, u64, u16)> {
 /// made it work through 16 384 tiles for over a minute before failing; a damaged series
 /// must fail in milliseconds with the file and the two sizes named.
 fn check_j2k_size(path: &Path, obj: &DefaultDicomObject) -> Result<(), DicomError> {
-    const J2K: [&str; 5] = [
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.201",
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-    ];
-    if !J2K.contains(&obj.meta().transfer_syntax()) {
+    if !is_j2k(obj) {
         return Ok(());
     }
     let Some(element) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
@@ -531,14 +540,7 @@ fn reinterpret_j2k_sign(
     obj: &DefaultDicomObject,
     raw: &mut [f64],
 ) -> Result<(), DicomError> {
-    const J2K: [&str; 5] = [
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.201",
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-    ];
-    if !J2K.contains(&obj.meta().transfer_syntax()) {
+    if !is_j2k(obj) {
         return Ok(());
     }
     let Some((signed, precision)) = obj
