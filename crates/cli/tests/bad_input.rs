@@ -2,6 +2,8 @@
 //! model folder from another glandseg, and SIGTERM in the middle of `convert`. Each fails
 //! with a message naming the path, a non-zero exit and no half-written file.
 
+mod common;
+use common::files_under;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,22 +32,6 @@ fn failed_naming(o: &Output, words: &[&str]) -> String {
         assert!(e.contains(w), "{w:?} not in: {e}");
     }
     e
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

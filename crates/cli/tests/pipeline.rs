@@ -5,6 +5,9 @@
 //! their values (a four-iteration model segments nothing well); and SIGTERM in the middle
 //! of `predict` leaves only complete files.
 
+mod common;
+#[cfg(unix)]
+use common::files_under;
 use std::path::Path;
 use std::process::Command;
 
@@ -318,23 +321,6 @@ fn demo_then_predict_on_dicom() {
         &ds.join("imagesTr"),
         dir.path(),
     );
-}
-
-/// Every file under `dir`, recursively.
-#[cfg(unix)]
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// SIGTERM while `predict` writes (issue #13): exit 128 + 15 with a message, no temporary
