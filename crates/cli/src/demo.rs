@@ -60,6 +60,9 @@ pub struct DemoArgs {
     /// Share of --train-minutes that goes to the cascade's fine stage.
     #[arg(long, default_value_t = 0.5)]
     pub fine_share: f64,
+    /// Whether stage 2 reads stage 1's probabilities as extra input channels: on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub stage1_channels: String,
     /// Phantom style of the training cohort: classic, lobular, or mixed (each case draws
     /// one; the default, a domain-randomised cohort).
     #[arg(long, default_value = "mixed")]
@@ -99,6 +102,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         iterations: a.iterations,
         cascade: !a.single_stage,
         fine_share: a.fine_share,
+        stage1_channels: a.stage1_channels == "on",
         style: a.style,
         test_style: a.test_style,
         channels: a.channels,

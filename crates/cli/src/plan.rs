@@ -30,6 +30,10 @@ pub struct PlanArgs {
     /// Stage 2's isotropic spacing, mm (default: the data's median spacing, at least 0.8).
     #[arg(long)]
     fine_spacing: Option<f64>,
+    /// Whether stage 2 reads stage 1's probabilities as extra input channels (nnU-Net's
+    /// cascade feeds its stage 1's segmentation the same way): on or off.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    stage1_channels: String,
 }
 
 pub fn run(a: PlanArgs) -> Result<()> {
@@ -64,7 +68,14 @@ pub fn run(a: PlanArgs) -> Result<()> {
         let (needed, reason) = glandseg_plan::cascade::needs_cascade(&fp, coarse, fine);
         println!("cascade: {reason}");
         if a.cascade == "on" || needed {
-            glandseg_plan::cascade::with_cascade(&plan, coarse, fine, a.preset, reason)
+            glandseg_plan::cascade::with_cascade(
+                &plan,
+                coarse,
+                fine,
+                a.preset,
+                a.stage1_channels == "on",
+                reason,
+            )
         } else {
             plan
         }

@@ -79,6 +79,13 @@ fn demo_then_predict_on_dicom() {
     let spec = plan.cascade.clone().expect("the demo's plan has a cascade");
     assert_eq!(spec.fine.labels.num_classes(), 4, "side-less fine classes");
     assert!(spec.fine.target_spacing[0] < plan.target_spacing[0]);
+    // Stage 2 reads stage 1's probabilities, one side-less prior per gland type.
+    assert_eq!(
+        spec.fine.prior_channels,
+        ["parotid", "submandibular", "lacrimal"],
+        "stage 2's prior channels"
+    );
+    assert_eq!(spec.fine.input_channels(), 5);
     // Prediction on the CT's own grid, with its outputs.
     let pred = glandseg_nifti::read_labels(&out.join("predictions").join(format!("{case}.nii.gz")))
         .unwrap();
@@ -146,6 +153,7 @@ fn demo_then_predict_on_dicom() {
                 &images,
                 ([0; 3], shape),
                 &mut arg,
+                None,
                 &glandseg_core::LabelMap::default(),
                 &glandseg_predict::PredictOptions::default(),
                 &glandseg_core::NoProgress,

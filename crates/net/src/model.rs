@@ -104,7 +104,7 @@ impl UNetConfig {
     /// prediction build it from the same plan, so a checkpoint always fits.
     pub fn from_plan(plan: &glandseg_plan::Plan) -> Self {
         UNetConfig {
-            in_channels: plan.channels.len(),
+            in_channels: plan.input_channels(),
             num_classes: plan.labels.num_classes(),
             stages: plan.stages.clone(),
         }

@@ -50,6 +50,8 @@ pub struct DemoJob {
     pub cascade: bool,
     /// Share of the training time that goes to stage 2 of the cascade.
     pub fine_share: f64,
+    /// Stage 2 reads stage 1's probabilities as extra input channels.
+    pub stage1_channels: bool,
     /// Phantom style of the training cohort (`mixed`: each case draws one).
     pub style: Style,
     /// Phantom style of the held-out cases (default: the training cohort's): train on
@@ -81,6 +83,7 @@ impl Default for DemoJob {
             iterations: None,
             cascade: true,
             fine_share: 0.5,
+            stage1_channels: true,
             style: Style::Mixed,
             test_style: None,
             channels: None,
@@ -227,7 +230,12 @@ pub fn run_demo<B: NetAutodiffBackend>(
         let fine = glandseg_plan::cascade::fine_spacing(&fp, 0.8);
         let (_, reason) = glandseg_plan::cascade::needs_cascade(&fp, [job.spacing; 3], fine);
         plan.cascade = Some(glandseg_plan::cascade::plan_cascade(
-            &plan, fine, None, job.preset, reason,
+            &plan,
+            fine,
+            None,
+            job.preset,
+            job.stage1_channels,
+            reason,
         ));
     }
     if let Some(keep) = &job.channels {

@@ -96,9 +96,15 @@ pub fn plan_cascade(
     spacing: [f64; 3],
     patch: Option<[usize; 3]>,
     preset: Preset,
+    stage1_channels: bool,
     reason: String,
 ) -> CascadePlan {
     let (labels, fine_class_of) = sideless(&coarse.labels);
+    let prior_channels: Vec<String> = if stage1_channels {
+        labels.foreground().map(|(_, n)| n.to_string()).collect()
+    } else {
+        Vec::new()
+    };
     let min_sp = spacing.iter().cloned().fold(f64::INFINITY, f64::min);
     let edge = patch_edge(preset);
     let patch = patch.unwrap_or_else(|| {
@@ -122,7 +128,7 @@ pub fn plan_cascade(
             patch,
             &stages,
             2,
-            coarse.channels.len(),
+            coarse.channels.len() + prior_channels.len(),
         ),
         stages,
         normalization: coarse.normalization.clone(),
@@ -130,6 +136,7 @@ pub fn plan_cascade(
         cascade: None,
         label_source: Some(fine_class_of.clone()),
         crop_to_labels_mm: Some(30.0),
+        prior_channels,
     };
     CascadePlan {
         fine: Box::new(fine),
@@ -147,6 +154,7 @@ pub fn with_cascade(
     coarse: [f64; 3],
     fine: [f64; 3],
     preset: Preset,
+    stage1_channels: bool,
     reason: String,
 ) -> Plan {
     let patch = [0, 1, 2].map(|a| {
@@ -164,7 +172,14 @@ pub fn with_cascade(
         (plan.median_shape_at_target[a] as f64 * plan.target_spacing[a] / coarse[a]).round()
             as usize
     });
-    c.cascade = Some(plan_cascade(&c, fine, None, preset, reason));
+    c.cascade = Some(plan_cascade(
+        &c,
+        fine,
+        None,
+        preset,
+        stage1_channels,
+        reason,
+    ));
     c
 }
 

@@ -186,6 +186,13 @@ pub struct Plan {
     /// fine stage only ever sees boxes around glands).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crop_to_labels_mm: Option<f64>,
+    /// A cascade's fine stage only: the classes (this plan's names) whose coarse-stage
+    /// probability the network reads as extra input channels after the image channels,
+    /// in this order. In training they are made from the labels, degraded the way a
+    /// coarse stage errs (`glandseg_train::prior`); at prediction they are
+    /// stage 1's probabilities. Empty: the images alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_channels: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -352,6 +359,19 @@ impl Plan {
                 ));
             }
         }
+        if self.prior_channels.len() > 16 {
+            return Err(format!(
+                "\"prior_channels\" holds {} names; at most 16",
+                self.prior_channels.len()
+            ));
+        }
+        for name in &self.prior_channels {
+            if self.labels.value(name).is_none_or(|v| v == 0) {
+                return Err(format!(
+                    "\"prior_channels\" names {name:?}, which is not one of the plan's glands"
+                ));
+            }
+        }
         if let Some(c) = &self.cascade {
             c.fine
                 .check()
@@ -384,6 +404,19 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// The network's input channels: the image channels, then the prior channels.
+    pub fn input_channels(&self) -> usize {
+        self.channels.len() + self.prior_channels.len()
+    }
+
+    /// The label value of every prior channel, in order.
+    pub fn prior_values(&self) -> Vec<u8> {
+        self.prior_channels
+            .iter()
+            .filter_map(|n| self.labels.value(n))
+            .collect()
     }
 
     /// True when the first channel is CT: only then is the body found by its HU and the
@@ -577,6 +610,7 @@ pub fn make_plan(
         cascade: None,
         label_source: None,
         crop_to_labels_mm: None,
+        prior_channels: Vec::new(),
     }
 }
 
@@ -617,6 +651,7 @@ mod tests {
             cascade: None,
             label_source: None,
             crop_to_labels_mm: None,
+            prior_channels: Vec::new(),
         }
     }
 

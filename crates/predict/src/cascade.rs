@@ -6,7 +6,7 @@
 
 use crate::localize::Region;
 use crate::{PredictOptions, Predictor, Result};
-use glandseg_core::{LabelMap, Progress, Volume};
+use glandseg_core::{Geometry, LabelMap, Progress, Volume};
 use glandseg_net::NetBackend;
 use glandseg_ops::components::{label_components, Connectivity};
 use glandseg_plan::cascade::gland_positions;
@@ -87,18 +87,41 @@ impl<B: NetBackend> FineStage<B> {
         }))
     }
 
-    /// Refines `arg` (coarse labels on the CT grid's `region`) gland by gland.
+    /// Whether the fine network reads stage 1's probabilities as extra channels.
+    pub fn reads_priors(&self) -> bool {
+        !self.predictor.folder.plan.prior_channels.is_empty()
+    }
+
+    /// Refines `arg` (coarse labels on the CT grid's `region`) gland by gland. `stage1`
+    /// holds stage 1's probabilities on its network grid, which a fine network with prior
+    /// channels reads (without them its priors are zero, as for a gland stage 1 missed).
+    #[allow(clippy::too_many_arguments)]
     pub fn refine(
         &self,
         images: &[Volume<f32>],
         region: Region,
         arg: &mut Volume<u8>,
+        stage1: Option<&(Geometry, Vec<f32>)>,
         labels: &LabelMap,
         opts: &PredictOptions,
         progress: &dyn Progress,
     ) -> Result<CascadeReport> {
         let started = std::time::Instant::now();
         let fine_plan = &self.predictor.folder.plan;
+        let priors = match (self.reads_priors(), stage1) {
+            (false, _) => Vec::new(),
+            (true, Some((grid, probs))) => stage1_priors(
+                grid,
+                probs,
+                &self.spec.fine_class_of,
+                &fine_plan.prior_values(),
+            )?,
+            // One zero voxel reads as zero everywhere (0 is also the fill outside it).
+            (true, None) => {
+                let one = images[0].geometry().crop([0; 3], [1; 3])?;
+                vec![Volume::filled(one, 0f32); fine_plan.prior_channels.len()]
+            }
+        };
         let tile_mm =
             [0, 1, 2].map(|a| fine_plan.patch_size[a] as f64 * fine_plan.target_spacing[a]);
         let planned = plan_boxes(arg, labels, &self.spec, &self.atlas, tile_mm);
@@ -132,7 +155,15 @@ impl<B: NetBackend> FineStage<B> {
             let mut warnings = Vec::new();
             let fine = self
                 .predictor
-                .region_argmax(images, ct_box, &fine_opts, &mut warnings, progress)?
+                .region_argmax(
+                    images,
+                    ct_box,
+                    &priors,
+                    &fine_opts,
+                    false,
+                    &mut warnings,
+                    progress,
+                )?
                 .labels;
             // The gland is one component of its class in the box (a box can graze the
             // partner gland): the one that overlaps stage 1's gland most; in a box the atlas
@@ -174,6 +205,32 @@ impl<B: NetBackend> FineStage<B> {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The fine stage's prior channels from stage 1's probabilities (`probs`,
+/// `[classes, k, j, i]` on stage 1's network grid `grid`): for each fine class in
+/// `prior_values`, the sum of the probabilities of the coarse classes `fine_class_of` maps
+/// onto it (left and right together: the fine stage is side-less).
+pub fn stage1_priors(
+    grid: &Geometry,
+    probs: &[f32],
+    fine_class_of: &[u8],
+    prior_values: &[u8],
+) -> Result<Vec<Volume<f32>>> {
+    let n = grid.num_voxels();
+    let coarse_classes = probs.len() / n.max(1);
+    prior_values
+        .iter()
+        .map(|&fv| {
+            let mut sum = vec![0f32; n];
+            for c in (0..coarse_classes).filter(|&c| fine_class_of.get(c) == Some(&fv)) {
+                for (s, &p) in sum.iter_mut().zip(&probs[c * n..(c + 1) * n]) {
+                    *s += p;
+                }
+            }
+            Ok(Volume::from_vec(grid.clone(), sum)?)
+        })
+        .collect()
 }
 
 /// The box of every gland with a fine class, on the grid of `arg` (the coarse labels):
@@ -417,6 +474,27 @@ fn world_box(
 mod tests {
     use super::*;
     use glandseg_core::Geometry;
+
+    #[test]
+    fn stage1_priors_sum_left_and_right_per_fine_class() {
+        let g = Geometry::new([2, 1, 1], [3.0; 3], [0.0; 3]);
+        // Coarse classes: background, parotid L, parotid R, lacrimal L (fine 0, 1, 1, 2).
+        let probs = [
+            0.1, 0.5, // background
+            0.6, 0.0, // parotid_left
+            0.2, 0.1, // parotid_right
+            0.1, 0.4, // lacrimal_left
+        ];
+        let pr = stage1_priors(&g, &probs, &[0, 1, 1, 2], &[1, 2]).unwrap();
+        assert_eq!(pr.len(), 2);
+        assert!((pr[0].as_slice()[0] - 0.8).abs() < 1e-6);
+        assert!((pr[0].as_slice()[1] - 0.1).abs() < 1e-6);
+        assert_eq!(pr[1].as_slice(), &[0.1, 0.4]);
+        assert_eq!(pr[1].geometry(), &g);
+        // A fine class no coarse class maps onto reads zero.
+        let none = stage1_priors(&g, &probs, &[0, 1, 1, 2], &[3]).unwrap();
+        assert_eq!(none[0].as_slice(), &[0.0, 0.0]);
+    }
 
     #[test]
     fn world_box_maps_mm_to_voxels_and_clips() {

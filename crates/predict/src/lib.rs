@@ -160,6 +160,9 @@ pub struct RegionLabels {
     pub tiles_shape: [usize; 3],
     /// The arithmetic that ran.
     pub precision: Precision,
+    /// The probabilities on the network's own grid, `[classes, k, j, i]` (when asked for:
+    /// a cascade's fine stage reads stage 1's as its prior channels).
+    pub network: Option<(Geometry, Vec<f32>)>,
 }
 
 /// The folds of the fine stage to load: the coarse stage's folds where the fine stage
@@ -272,19 +275,36 @@ impl<B: NetBackend> Predictor<B> {
             }
             body
         };
+        let fine = self.fine.as_ref().filter(|_| opts.cascade);
+        let wants_priors = fine.is_some_and(|f| f.reads_priors());
         let RegionLabels {
             labels: mut arg,
             probabilities: kept,
             tiles_shape,
             precision,
-        } = self.region_argmax(images, region, opts, &mut warnings, progress)?;
+            network,
+        } = self.region_argmax(
+            images,
+            region,
+            &[],
+            opts,
+            wants_priors,
+            &mut warnings,
+            progress,
+        )?;
         // Components and laterality on the region (everything outside it is background),
         // not on a whole-body grid.
         postprocess::filter_components(&mut arg, &plan.labels, &opts.components);
-        let cascade = match self.fine.as_ref().filter(|_| opts.cascade) {
-            Some(fine) => {
-                Some(fine.refine(images, region, &mut arg, &plan.labels, opts, progress)?)
-            }
+        let cascade = match fine {
+            Some(fine) => Some(fine.refine(
+                images,
+                region,
+                &mut arg,
+                network.as_ref(),
+                &plan.labels,
+                opts,
+                progress,
+            )?),
             None => None,
         };
         let laterality = postprocess::check_laterality(&arg, &plan.labels);
@@ -322,20 +342,37 @@ impl<B: NetBackend> Predictor<B> {
     /// the probabilities there): the plan's preprocessing of the box, sliding windows
     /// with test-time mirroring, probabilities resampled back onto the box of the CT grid.
     /// Returns the labels, the probabilities, the network grid's shape and the precision
-    /// that ran.
+    /// that ran. `priors` are the plan's prior channels (a cascade's fine stage: stage 1's
+    /// probabilities, on any grid; resampled linearly, 0 outside); `keep_network` returns
+    /// the probabilities on the network's grid as well.
+    #[allow(clippy::too_many_arguments)]
     pub fn region_argmax(
         &self,
         images: &[Volume<f32>],
         region: localize::Region,
+        priors: &[Volume<f32>],
         opts: &PredictOptions,
+        keep_network: bool,
         warnings: &mut Vec<String>,
         progress: &dyn Progress,
     ) -> Result<RegionLabels> {
         let plan = &self.folder.plan;
         let ct_grid = images[0].geometry().clone();
-        let (target, data) = preprocess_images(images, plan, region)?;
+        if priors.len() != plan.prior_channels.len() {
+            return Err(PredictError::Input(format!(
+                "the model reads {} prior channels ({}), {} were given",
+                plan.prior_channels.len(),
+                plan.prior_channels.join(", "),
+                priors.len()
+            )));
+        }
+        let (target, mut data) = preprocess_images(images, plan, region)?;
+        for prior in priors {
+            data.extend_from_slice(resample(prior, &target, Interpolation::Linear, 0.0).as_slice());
+        }
         let classes = plan.labels.num_classes();
-        let fill = outside_values(plan);
+        let mut fill = outside_values(plan);
+        fill.resize(plan.input_channels(), 0.0);
         let window = SlidingWindow {
             patch: plan.patch_size,
             step: opts.step,
@@ -364,7 +401,7 @@ impl<B: NetBackend> Predictor<B> {
                 &self.models,
                 &data,
                 target.shape,
-                plan.channels.len(),
+                plan.input_channels(),
                 classes,
                 &fill,
                 &window,
@@ -407,6 +444,7 @@ impl<B: NetBackend> Predictor<B> {
             probabilities: kept,
             tiles_shape: target.shape,
             precision,
+            network: keep_network.then(|| (target.clone(), probs)),
         })
     }
 }

@@ -72,6 +72,7 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
         [1.0; 3],
         Some([16, 16, 16]),
         glandseg_plan::Preset::Tiny,
+        false,
         "test".into(),
     );
     let tile = [16.0; 3];

@@ -131,9 +131,14 @@ pub struct PatchSampler {
     pub swap: [u8; 256],
     /// Value each channel takes outside the image (normalised air / zero uptake).
     pub fill: Vec<f32>,
+    /// A cascade's fine stage: the label values whose degraded masks follow the image
+    /// channels as stage-1 prior channels ([`crate::prior`]); empty for other plans.
+    pub prior_values: Vec<u8>,
+    /// How the prior channels are degraded.
+    pub prior: crate::prior::PriorDegradation,
 }
 
-/// One patch: channels `[C, k, j, i]` and labels `[k, j, i]`, flattened.
+/// One patch: channels `[C, k, j, i]` (image channels, then any prior channels) and labels `[k, j, i]`, flattened.
 pub struct Patch {
     /// Channels `[C, k, j, i]`, flattened.
     pub image: Vec<f32>,
@@ -225,6 +230,8 @@ impl PatchSampler {
             augment,
             swap: plan.labels.swap_table(),
             fill: crate::preprocess::outside_values(plan),
+            prior_values: plan.prior_values(),
+            prior: Default::default(),
         }
     }
 
@@ -396,6 +403,17 @@ impl PatchSampler {
         }
         for c in 0..channels {
             intensity(&mut image[c * vox..(c + 1) * vox], p, aug, rng);
+        }
+        if !self.prior_values.is_empty() {
+            // From the final labels, so mirrors and flips apply to the priors too.
+            image.extend(crate::prior::prior_channels(
+                &labels,
+                p,
+                sp,
+                &self.prior_values,
+                &self.prior,
+                rng,
+            ));
         }
         Patch {
             image,

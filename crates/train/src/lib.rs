@@ -35,6 +35,7 @@ pub mod error;
 pub mod job;
 pub mod model_folder;
 pub mod preprocess;
+pub mod prior;
 pub mod splits;
 pub mod trainer;
 

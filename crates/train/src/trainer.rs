@@ -713,7 +713,7 @@ fn validate<B: NetAutodiffBackend>(
         let x = Tensor::<B::InnerBackend, 5>::from_data(
             TensorData::new(
                 p.image,
-                [1, plan.channels.len(), patch[2], patch[1], patch[0]],
+                [1, plan.input_channels(), patch[2], patch[1], patch[0]],
             ),
             device,
         );
@@ -821,7 +821,7 @@ fn train_step<B: NetAutodiffBackend>(
     let x = Tensor::<B, 5>::from_data(
         TensorData::new(
             b.image,
-            [b.n, plan.channels.len(), patch[2], patch[1], patch[0]],
+            [b.n, plan.input_channels(), patch[2], patch[1], patch[0]],
         ),
         device,
     );

@@ -133,6 +133,8 @@ fn mirrored_patches_keep_left_labels_on_the_patients_left() {
         augment: AugmentConfig::none(),
         swap: plan.labels.swap_table(),
         fill: vec![-5.0, -5.0],
+        prior_values: Vec::new(),
+        prior: Default::default(),
     };
     let (lr_axis, left_is_up) = case.info.geometry.axis_along(0);
     let mid = (patch[lr_axis] as f64 - 1.0) / 2.0;
@@ -181,6 +183,44 @@ fn mirrored_patches_keep_left_labels_on_the_patients_left() {
     for left in [1u8, 3, 5] {
         let c = centroid(&naive.labels, patch, lr_axis, left).unwrap();
         assert!(!on_left(c), "plain mirror: label {left} moved to the right");
+    }
+    // A fine stage's prior channels (here: the left and right parotid) follow the
+    // image channels and are made from the final, mirrored and swapped labels: each lies
+    // on its gland's side, near the gland, never on the partner.
+    sampler.augment.mirror_keeps_labels = false;
+    sampler.prior_values = vec![1, 2];
+    sampler.prior.p_missing = 0.0;
+    let vox = patch.iter().product::<usize>();
+    for seed in 0..4 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let p = sampler.sample(&case, false, lr_axis, &mut rng);
+        assert_eq!(p.image.len(), (case.info.channels + 2) * vox);
+        for (c, v) in [(0usize, 1u8), (1, 2)] {
+            let ch = &p.image[(case.info.channels + c) * vox..][..vox];
+            let (mut s, mut w) = (0.0, 0.0);
+            for (o, &x) in ch.iter().enumerate() {
+                let ijk = [
+                    o % patch[0],
+                    (o / patch[0]) % patch[1],
+                    o / (patch[0] * patch[1]),
+                ];
+                s += x as f64 * ijk[lr_axis] as f64;
+                w += x as f64;
+            }
+            assert!(
+                w > 0.0,
+                "prior of label {v} is empty (mirrored: {})",
+                p.mirrored
+            );
+            let gland = centroid(&p.labels, patch, lr_axis, v).unwrap();
+            // Within the largest shift (3 mm = 0.75 voxel at 4 mm) plus a voxel.
+            assert!(
+                (s / w - gland).abs() < 2.0,
+                "prior of label {v} at {:.1}, gland at {gland:.1} (mirrored: {})",
+                s / w,
+                p.mirrored
+            );
+        }
     }
 }
 
