@@ -31,8 +31,9 @@ pub struct PlanArgs {
     #[arg(long)]
     fine_spacing: Option<f64>,
     /// Whether stage 2 reads stage 1's probabilities as extra input channels (nnU-Net's
-    /// cascade feeds its stage 1's segmentation the same way): on or off.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    /// cascade feeds its stage 1's segmentation the same way): on or off. Off by default:
+    /// on the phantom, in a short CPU budget, they did not help (README, cascade section).
+    #[arg(long, default_value = "off", value_parser = ["on", "off"])]
     stage1_channels: String,
 }
 

@@ -47,6 +47,8 @@ fn demo_then_predict_on_dicom() {
             "24",
             "--spacing",
             "4",
+            "--stage1-channels",
+            "on",
             "--quiet",
             "--out",
         ],
@@ -79,7 +81,8 @@ fn demo_then_predict_on_dicom() {
     let spec = plan.cascade.clone().expect("the demo's plan has a cascade");
     assert_eq!(spec.fine.labels.num_classes(), 4, "side-less fine classes");
     assert!(spec.fine.target_spacing[0] < plan.target_spacing[0]);
-    // Stage 2 reads stage 1's probabilities, one side-less prior per gland type.
+    // Stage 2 reads stage 1's probabilities (asked for above), one side-less prior per
+    // gland type.
     assert_eq!(
         spec.fine.prior_channels,
         ["parotid", "submandibular", "lacrimal"],

@@ -83,7 +83,7 @@ impl Default for DemoJob {
             iterations: None,
             cascade: true,
             fine_share: 0.5,
-            stage1_channels: true,
+            stage1_channels: false,
             style: Style::Mixed,
             test_style: None,
             channels: None,

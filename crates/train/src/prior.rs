@@ -35,11 +35,11 @@ pub struct PriorDegradation {
 impl Default for PriorDegradation {
     fn default() -> Self {
         PriorDegradation {
-            p_missing: 0.2,
+            p_missing: 0.15,
             blur_mm: (0.75, 2.0),
             max_shift_mm: 3.0,
             threshold: (0.3, 0.7),
-            peak: (0.1, 1.0),
+            peak: (0.5, 1.0),
         }
     }
 }
