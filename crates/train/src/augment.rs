@@ -425,12 +425,18 @@ impl PatchSampler {
 
 /// Separable Gaussian along the three axes, sigma in voxels.
 fn blur(x: &mut [f32], p: [usize; 3], sigma: f64) {
-    let r = (3.0 * sigma).ceil() as isize;
-    let w: Vec<f64> = (-r..=r)
-        .map(|t| (-(t * t) as f64 / (2.0 * sigma * sigma)).exp())
-        .collect();
+    blur_axes(x, p, [sigma; 3]);
+}
+
+/// Separable Gaussian with its own sigma (voxels) per axis, truncated at 3 sigma; the
+/// kernel is renormalised at the block's edges.
+pub(crate) fn blur_axes(x: &mut [f32], p: [usize; 3], sigma: [f64; 3]) {
     let stride = [1, p[0], p[0] * p[1]];
     for axis in 0..3 {
+        let r = (3.0 * sigma[axis]).ceil() as isize;
+        let w: Vec<f64> = (-r..=r)
+            .map(|t| (-(t * t) as f64 / (2.0 * sigma[axis] * sigma[axis])).exp())
+            .collect();
         let src = x.to_vec();
         let len = p[axis] as isize;
         for (o, v) in x.iter_mut().enumerate() {

@@ -99,7 +99,7 @@ pub fn prior_channels<R: Rng>(
                 }
             }
         }
-        blur_axes(&mut block, q, sigma);
+        crate::augment::blur_axes(&mut block, q, sigma);
         // A soft threshold: 0 below threshold - 1/8, 1 above threshold + 1/8.
         let dst = &mut out[c * vox..(c + 1) * vox];
         for k in 0..q[2] {
@@ -131,33 +131,6 @@ fn bounding_box(labels: &[u8], p: [usize; 3], v: u8) -> Option<([usize; 3], [usi
         }
     }
     any.then_some((lo, hi))
-}
-
-/// Separable Gaussian with its own sigma (voxels) per axis; the kernel is renormalised at
-/// the block's edges.
-fn blur_axes(x: &mut [f32], q: [usize; 3], sigma: [f64; 3]) {
-    let stride = [1, q[0], q[0] * q[1]];
-    let mut src = vec![0f32; x.len()];
-    for axis in 0..3 {
-        let r = (3.0 * sigma[axis]).ceil() as isize;
-        let w: Vec<f32> = (-r..=r)
-            .map(|t| (-((t * t) as f64) / (2.0 * sigma[axis] * sigma[axis])).exp() as f32)
-            .collect();
-        src.copy_from_slice(x);
-        let len = q[axis] as isize;
-        for (o, v) in x.iter_mut().enumerate() {
-            let pos = ((o / stride[axis]) % q[axis]) as isize;
-            let (mut acc, mut norm) = (0f32, 0f32);
-            for (t, wt) in (-r..=r).zip(&w) {
-                let at = pos + t;
-                if at >= 0 && at < len {
-                    acc += wt * src[(o as isize + t * stride[axis] as isize) as usize];
-                    norm += wt;
-                }
-            }
-            *v = acc / norm;
-        }
-    }
 }
 
 #[cfg(test)]
