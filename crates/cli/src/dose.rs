@@ -27,6 +27,18 @@ pub struct DoseArgs {
     /// alone with a new Frame of Reference).
     #[arg(long = "ct-dicom")]
     ct_dicom: Option<PathBuf>,
+    /// The CT the label map was drawn on (NIfTI, or a DICOM folder with one CT series):
+    /// with --ct, each time point's CT is registered onto it (rigid) and its activity
+    /// image moved along.
+    #[arg(long = "reference-ct")]
+    reference_ct: Option<PathBuf>,
+    /// A time point's own CT (SPECT/CT: the low-dose CT in the SPECT's frame), HOURS=PATH
+    /// with the HOURS of its --activity; NIfTI or a DICOM folder. Registered rigidly onto
+    /// --reference-ct (normalised cross-correlation of HU around the glands, 4 then 2 mm);
+    /// the transforms are written to registration.json. Time points without --ct are taken
+    /// as already registered.
+    #[arg(long = "ct", value_name = "HOURS=PATH")]
+    ct: Vec<String>,
     /// Radionuclide (Lu-177; also I-131, Y-90).
     #[arg(long, default_value = "Lu-177")]
     nuclide: String,
@@ -162,6 +174,42 @@ fn read_input(
     })
 }
 
+/// A CT from a NIfTI file or a DICOM folder holding one CT series (HU).
+fn read_ct(path: &Path, what: &str) -> Result<Volume<f32>> {
+    if !path.exists() {
+        bail!("{what} {}: file not found", path.display());
+    }
+    if is_nifti(path) {
+        return glandseg_nifti::read_volume(path)
+            .with_context(|| format!("{what} {}", path.display()));
+    }
+    let scan = glandseg_dicom::series::scan_folder(path)
+        .with_context(|| format!("{what} {}", path.display()))?;
+    let cts: Vec<_> = scan.series.iter().filter(|s| s.modality == "CT").collect();
+    match cts.as_slice() {
+        [one] => Ok(glandseg_dicom::series::load_series(one)
+            .with_context(|| format!("{what} {}", path.display()))?
+            .volume),
+        [] => bail!("{what} {}: no CT series in the folder", path.display()),
+        many => bail!(
+            "{what} {}: {} CT series in the folder; give the folder of one",
+            path.display(),
+            many.len()
+        ),
+    }
+}
+
+/// One time point's rigid registration, as written to registration.json.
+#[derive(serde::Serialize)]
+struct Registered {
+    time_h: f64,
+    ct: String,
+    #[serde(flatten)]
+    result: glandseg_ops::register::RigidResult,
+    /// Largest displacement within 60 mm of the region's centre, mm.
+    max_displacement_mm: f64,
+}
+
 /// The activity image `v` (from `path`) on the dose region's grid (`labels`: the cropped
 /// label map; `full`: the whole label grid; `region`: the crop).
 fn on_grid(
@@ -285,6 +333,28 @@ pub fn run(a: DoseArgs) -> Result<()> {
         "--kernel-mm must be between 0 and 200 mm, got {}",
         a.kernel_mm
     );
+    let cts: Vec<(f64, PathBuf)> =
+        a.ct.iter()
+            .map(|s| match parse_activity(s) {
+                Ok((Some(t), p)) => Ok((t, p)),
+                _ => bail!("--ct {s:?}: expected HOURS=PATH with the HOURS of an --activity"),
+            })
+            .collect::<Result<_>>()?;
+    if !cts.is_empty() && a.reference_ct.is_none() {
+        bail!("--ct needs --reference-ct: the CT the label map was drawn on, to register onto");
+    }
+    for (t, p) in &cts {
+        if !inputs.iter().any(|i| (i.time_h - t).abs() <= 0.5) {
+            bail!(
+                "--ct {t}={}: no --activity at {t} h (within 0.5 h); the activity times are {:?}",
+                p.display(),
+                inputs
+                    .iter()
+                    .map(|i| (i.time_h * 100.0).round() / 100.0)
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
     let map = crate::label_map(a.label_names.as_deref())?;
     let full_labels = glandseg_nifti::read_labels(&a.labels).context("--labels")?;
     let mut opt = DoseOptions::new(nuclide);
@@ -315,6 +385,66 @@ pub fn run(a: DoseArgs) -> Result<()> {
             .map(|i| i.path.display().to_string())
             .collect(),
     };
+    // Rigid registration of each time point's CT onto the reference CT, in the dose region
+    // grown by 40 mm (the skull around the glands), the activity image moved along.
+    let mut registered = Vec::new();
+    if let Some(ref_path) = &a.reference_ct {
+        let reference = read_ct(ref_path, "--reference-ct")?;
+        let pad = [0, 1, 2].map(|ax| (40.0 / reference.geometry().spacing[ax]).ceil() as usize);
+        // The dose region in the reference CT's voxels (the label map may be on another grid).
+        let corners = full.crop(lo, hi)?.corners();
+        let mut rlo = [usize::MAX; 3];
+        let mut rhi = [0usize; 3];
+        for c in corners {
+            let ijk = reference.geometry().world_to_index(c);
+            for ax in 0..3 {
+                let n = reference.geometry().shape[ax];
+                let l = (ijk[ax].floor().max(0.0) as usize)
+                    .saturating_sub(pad[ax])
+                    .min(n - 1);
+                let h = ((ijk[ax].ceil().max(0.0) as usize) + 1 + pad[ax]).min(n);
+                rlo[ax] = rlo[ax].min(l);
+                rhi[ax] = rhi[ax].max(h);
+            }
+        }
+        anyhow::ensure!(
+            (0..3).all(|ax| rhi[ax] > rlo[ax] + 1),
+            "--reference-ct {}: the label map's glands lie outside this CT",
+            ref_path.display()
+        );
+        for (t, ct_path) in &cts {
+            let i = inputs
+                .iter_mut()
+                .min_by(|x, y| (x.time_h - t).abs().total_cmp(&(y.time_h - t).abs()))
+                .expect("matched above");
+            let moving = read_ct(ct_path, &format!("--ct {t}="))?;
+            let result = glandseg_ops::register::register_rigid(
+                &reference,
+                &moving,
+                (rlo, rhi),
+                &Default::default(),
+            )
+            .map_err(|e| anyhow::anyhow!("--ct {t}={}: {e}", ct_path.display()))?;
+            let tr = &result.transform;
+            eprintln!(
+                "{}: registered onto {}: translation {:.1?} mm, rotation {:.1?} degrees, NCC {:.3} -> {:.3}",
+                ct_path.display(),
+                ref_path.display(),
+                tr.translation_mm,
+                tr.rotation_deg,
+                result.ncc_before,
+                result.ncc_after
+            );
+            let moved = tr.move_geometry(i.image.geometry());
+            i.image.set_geometry(moved)?;
+            registered.push(Registered {
+                time_h: i.time_h,
+                ct: ct_path.display().to_string(),
+                max_displacement_mm: tr.max_displacement_mm(60.0),
+                result,
+            });
+        }
+    }
     let tps: Vec<TimePoint> = inputs
         .into_iter()
         .map(|i| {
@@ -327,6 +457,10 @@ pub fn run(a: DoseArgs) -> Result<()> {
     let (mut report, dose_box) = glandseg_dose::compute_dose(&labels, &map, &tps, &opt)?;
     report.sources = Some(sources);
     glandseg_dose::write_outputs(&a.out, &report)?;
+    if !registered.is_empty() {
+        glandseg_core::atomic::write_json(&a.out.join("registration.json"), &registered)
+            .context("writing registration.json")?;
+    }
     // The dose map on the full label grid (0 outside the box).
     let mut dose_map = Volume::filled(full.clone(), 0f32);
     let d = dose_box.as_slice();

@@ -395,6 +395,9 @@ fn dose_bad_input_names_the_field() {
         v
     };
     let missing = dir.path().join("nope.nii.gz").display().to_string();
+    // A CT "at" the first time point (its activity image: any NIfTI will do to get past
+    // the argument checks).
+    let ct_at_first = acts[0].clone();
     let cases: Vec<(Vec<String>, &[&str])> = vec![
         (
             base(&[
@@ -418,6 +421,32 @@ fn dose_bad_input_names_the_field() {
             &["nuclide", "Xx-1"],
         ),
         (base(&["--activity", "24"]), &["--activity", "HOURS=PATH"]),
+        (
+            base(&["--activity", &acts[0], "--ct", &ct_at_first]),
+            &["--ct needs --reference-ct"],
+        ),
+        (
+            base(&[
+                "--activity",
+                &acts[0],
+                "--reference-ct",
+                &missing,
+                "--ct",
+                &format!("500={missing}"),
+            ]),
+            &["--ct 500=", "no --activity at 500 h"],
+        ),
+        (
+            base(&[
+                "--activity",
+                &acts[0],
+                "--reference-ct",
+                &missing,
+                "--ct",
+                &ct_at_first,
+            ]),
+            &["--reference-ct", "nope.nii.gz", "not found"],
+        ),
     ];
     for (args, expect) in cases {
         let (ok, text) = run(&args);

@@ -57,6 +57,19 @@ impl<T: Clone> Volume<T> {
         &self.geometry
     }
 
+    /// Places the same voxels on another grid of the same shape (a rigid motion of the
+    /// whole image: registration moves an image by its geometry, not its voxels).
+    pub fn set_geometry(&mut self, geometry: Geometry) -> Result<()> {
+        if geometry.shape != self.geometry.shape {
+            return Err(Error::Shape(format!(
+                "a grid of {:?} for a volume of {:?}",
+                geometry.shape, self.geometry.shape
+            )));
+        }
+        self.geometry = geometry;
+        Ok(())
+    }
+
     pub fn data(&self) -> &Array3<T> {
         &self.data
     }
