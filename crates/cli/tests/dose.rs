@@ -398,6 +398,16 @@ fn dose_bad_input_names_the_field() {
     // A CT "at" the first time point (its activity image: any NIfTI will do to get past
     // the argument checks).
     let ct_at_first = acts[0].clone();
+    let registered = |ct: &str| {
+        base(&[
+            "--activity",
+            &acts[0],
+            "--reference-ct",
+            &missing,
+            "--ct",
+            ct,
+        ])
+    };
     let cases: Vec<(Vec<String>, &[&str])> = vec![
         (
             base(&[
@@ -426,25 +436,11 @@ fn dose_bad_input_names_the_field() {
             &["--ct needs --reference-ct"],
         ),
         (
-            base(&[
-                "--activity",
-                &acts[0],
-                "--reference-ct",
-                &missing,
-                "--ct",
-                &format!("500={missing}"),
-            ]),
+            registered(&format!("500={missing}")),
             &["--ct 500=", "no --activity at 500 h"],
         ),
         (
-            base(&[
-                "--activity",
-                &acts[0],
-                "--reference-ct",
-                &missing,
-                "--ct",
-                &ct_at_first,
-            ]),
+            registered(&ct_at_first),
             &["--reference-ct", "nope.nii.gz", "not found"],
         ),
     ];

@@ -50,6 +50,51 @@ fn phantom(dir: &Path, seed: u64) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("meta/GLAND_000.json")).unwrap()).unwrap()
 }
 
+/// The SPECT time points (h) of a phantom's metadata.
+fn timepoints(spect: &serde_json::Value) -> Vec<f64> {
+    spect["timepoints_h"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap())
+        .collect()
+}
+
+/// The SPECT images of a phantom's metadata, in time order.
+fn spect_files(data: &Path, spect: &serde_json::Value) -> Vec<String> {
+    spect["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| s(&data.join(f.as_str().unwrap())))
+        .collect()
+}
+
+/// `glandseg dose` on the phantom's labels with one --activity per time point.
+fn dose_args(
+    data: &Path,
+    out: &Path,
+    times: &[f64],
+    files: &[String],
+    extra: &[String],
+) -> Vec<String> {
+    let mut args = vec![
+        "dose".to_string(),
+        "--labels".into(),
+        s(&data.join("labelsTr/GLAND_000.nii.gz")),
+        "--nuclide".into(),
+        "Lu-177".into(),
+        "-o".into(),
+        s(out),
+    ];
+    for (t, f) in times.iter().zip(files) {
+        args.push("--activity".into());
+        args.push(format!("{t}={f}"));
+    }
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn phantom_timepoints_to_dose_recovers_the_truth() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,31 +107,21 @@ fn phantom_timepoints_to_dose_recovers_the_truth() {
     // interpolation between 4.8 mm SPECT voxels (12.86 mm).
     let fwhm = sp["effective_fwhm_mm"].as_f64().unwrap();
     assert!((fwhm - 12.86).abs() < 0.01, "{fwhm}");
-    let times: Vec<f64> = sp["timepoints_h"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_f64().unwrap())
-        .collect();
+    let times = timepoints(sp);
     assert_eq!(times, vec![4.0, 24.0, 48.0, 96.0, 168.0]);
     let out = dir.path().join("dose");
-    let mut args = vec![
-        "dose".to_string(),
-        "--labels".into(),
-        s(&data.join("labelsTr/GLAND_000.nii.gz")),
-        "--nuclide".into(),
-        "Lu-177".into(),
-        "--injected-mbq".into(),
-        "7400".into(),
-        "--pvc-fwhm-mm".into(),
-        format!("{fwhm}"),
-        "-o".into(),
-        s(&out),
-    ];
-    for (t, f) in times.iter().zip(sp["files"].as_array().unwrap()) {
-        args.push("--activity".into());
-        args.push(format!("{t}={}", s(&data.join(f.as_str().unwrap()))));
-    }
+    let args = dose_args(
+        &data,
+        &out,
+        &times,
+        &spect_files(&data, sp),
+        &[
+            "--injected-mbq".into(),
+            "7400".into(),
+            "--pvc-fwhm-mm".into(),
+            format!("{fwhm}"),
+        ],
+    );
     let text = run(&args);
     println!("{text}");
     let json: serde_json::Value =
@@ -330,18 +365,8 @@ fn time_points_where_the_patient_moved_are_registered_back() {
     let data = dir.path().join("data");
     let meta = phantom(&data, 3);
     let sp = &meta["spect"];
-    let times: Vec<f64> = sp["timepoints_h"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_f64().unwrap())
-        .collect();
-    let files: Vec<String> = sp["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| s(&data.join(f.as_str().unwrap())))
-        .collect();
+    let times = timepoints(sp);
+    let files = spect_files(&data, sp);
     let ct_path = data.join("imagesTr/GLAND_000_0000.nii.gz");
     let ct = glandseg_nifti::read_volume(&ct_path).unwrap();
     // At 24 h and 96 h the patient lay differently: the SPECT and its CT (one frame) moved
@@ -377,21 +402,7 @@ fn time_points_where_the_patient_moved_are_registered_back() {
         ct_args.push(format!("{}={}", times[idx], s(&c_path)));
     }
     let dose = |out: &Path, files: &[String], extra: &[String]| {
-        let mut args = vec![
-            "dose".to_string(),
-            "--labels".into(),
-            s(&data.join("labelsTr/GLAND_000.nii.gz")),
-            "--nuclide".into(),
-            "Lu-177".into(),
-            "-o".into(),
-            s(out),
-        ];
-        for (t, f) in times.iter().zip(files) {
-            args.push("--activity".into());
-            args.push(format!("{t}={f}"));
-        }
-        args.extend_from_slice(extra);
-        run(&args)
+        run(&dose_args(&data, out, &times, files, extra))
     };
     let (still, unregistered, registered) = (
         dir.path().join("still"),

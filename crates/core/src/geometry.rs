@@ -12,6 +12,40 @@ pub type Mat3 = [[f64; 3]; 3];
 
 pub const IDENTITY: Mat3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
 
+/// `a · b`.
+pub fn mat_mul(a: Mat3, b: Mat3) -> Mat3 {
+    let mut c = [[0.0; 3]; 3];
+    for r in 0..3 {
+        for col in 0..3 {
+            c[r][col] = (0..3).map(|x| a[r][x] * b[x][col]).sum();
+        }
+    }
+    c
+}
+
+/// `aᵀ`.
+pub fn transpose(a: Mat3) -> Mat3 {
+    let mut t = [[0.0; 3]; 3];
+    for r in 0..3 {
+        for c in 0..3 {
+            t[c][r] = a[r][c];
+        }
+    }
+    t
+}
+
+/// The rotation `Rz Ry Rx` by the given angles (radians) about the three axes: the
+/// convention of training's spatial augmentation and of rigid registration.
+pub fn rotation_zyx(angles: Vec3) -> Mat3 {
+    let (s, c) = angles[0].sin_cos();
+    let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
+    let (s, c) = angles[1].sin_cos();
+    let ry = [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]];
+    let (s, c) = angles[2].sin_cos();
+    let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
+    mat_mul(rz, mat_mul(ry, rx))
+}
+
 /// A regular 3D grid in DICOM patient coordinates (LPS, mm).
 ///
 /// `world = origin + direction · diag(spacing) · (i, j, k)`: column `c` of `direction` is

@@ -18,7 +18,7 @@
 //! image's voxels lie in the fixed image's space, and `resample` does the rest, once.
 
 use crate::resample::{resample, Interpolation};
-use glandseg_core::geometry::Mat3;
+use glandseg_core::geometry::{mat_mul, rotation_zyx, transpose, Mat3};
 use glandseg_core::{Geometry, Volume};
 use serde::{Deserialize, Serialize};
 
@@ -34,26 +34,6 @@ pub struct Rigid {
     pub centre_mm: [f64; 3],
 }
 
-fn mat_mul(a: Mat3, b: Mat3) -> Mat3 {
-    let mut c = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for col in 0..3 {
-            c[r][col] = (0..3).map(|x| a[r][x] * b[x][col]).sum();
-        }
-    }
-    c
-}
-
-fn transpose(a: Mat3) -> Mat3 {
-    let mut t = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for c in 0..3 {
-            t[c][r] = a[r][c];
-        }
-    }
-    t
-}
-
 impl Rigid {
     /// No motion about `centre_mm`.
     pub fn identity(centre_mm: [f64; 3]) -> Self {
@@ -66,14 +46,7 @@ impl Rigid {
 
     /// The rotation matrix `R`.
     pub fn rotation(&self) -> Mat3 {
-        let [ax, ay, az] = self.rotation_deg.map(f64::to_radians);
-        let (s, c) = ax.sin_cos();
-        let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
-        let (s, c) = ay.sin_cos();
-        let ry = [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]];
-        let (s, c) = az.sin_cos();
-        let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
-        mat_mul(rz, mat_mul(ry, rx))
+        rotation_zyx(self.rotation_deg.map(f64::to_radians))
     }
 
     /// Maps a fixed-space point to the moving image's space.

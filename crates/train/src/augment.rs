@@ -8,6 +8,7 @@
 //! run identical to an unbroken one.
 
 use crate::preprocess::CachedCase;
+use glandseg_core::geometry::{mat_mul, rotation_zyx};
 use glandseg_ops::flip::flip_blocks;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
@@ -202,26 +203,6 @@ fn nearest(data: &[u8], n: [usize; 3], p: [f64; 3]) -> u8 {
     data[(idx[2] * n[1] + idx[1]) * n[0] + idx[0]]
 }
 
-fn matmul(a: [[f64; 3]; 3], b: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
-    let mut c = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for col in 0..3 {
-            c[r][col] = (0..3).map(|x| a[r][x] * b[x][col]).sum();
-        }
-    }
-    c
-}
-
-fn rotation(ax: f64, ay: f64, az: f64) -> [[f64; 3]; 3] {
-    let (s, c) = ax.sin_cos();
-    let rx = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
-    let (s, c) = ay.sin_cos();
-    let ry = [[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]];
-    let (s, c) = az.sin_cos();
-    let rz = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]];
-    matmul(rz, matmul(ry, rx))
-}
-
 impl PatchSampler {
     /// The sampler a plan trains with: its label swap table and its channels' outside values.
     pub fn for_plan(plan: &glandseg_plan::Plan, patch: [usize; 3], augment: AugmentConfig) -> Self {
@@ -316,12 +297,12 @@ impl PatchSampler {
         let mut m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
         if rng.random_bool(aug.p_rotation) {
             let r = aug.max_rotation_deg.to_radians();
-            let rot = rotation(
+            let rot = rotation_zyx([
                 rng.random_range(-r..=r),
                 rng.random_range(-r..=r),
                 rng.random_range(-r..=r),
-            );
-            m = matmul(rot, m);
+            ]);
+            m = mat_mul(rot, m);
         }
         if rng.random_bool(aug.p_scale) {
             let s = rng.random_range(aug.scale_range.0..=aug.scale_range.1);
