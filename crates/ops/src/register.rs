@@ -296,9 +296,8 @@ mod tests {
         for k in 0..nz {
             for j in 0..ny {
                 for i in 0..nx {
-                    // The value at fixed-space x is the anatomy at T^-1... here: the
-                    // moving image shows the anatomy moved by t (x_moving = T(x_fixed)),
-                    // so the anatomy at moving point y is the fixed anatomy at T^-1(y).
+                    // The image shows the anatomy moved by t (x_moving = T(x_fixed)): what
+                    // lies at point y is the unmoved anatomy at T^-1(y).
                     let y = g.index_to_world([i as f64, j as f64, k as f64]);
                     let x = inverse(t, y);
                     let e = (x[0] / 60.0).powi(2) + (x[1] / 75.0).powi(2) + (x[2] / 70.0).powi(2);
