@@ -78,6 +78,11 @@ pub struct DoseArgs {
     /// FWHM +/- this gives pvc_uncertainty_pct, added in quadrature to dose_uncertainty_pct.
     #[arg(long = "pvc-fwhm-uncertainty-mm")]
     pvc_fwhm_uncertainty_mm: Option<f64>,
+    /// Partial-volume correction from a recovery curve measured on a sphere phantom
+    /// (`recovery.json` from `glandseg recovery`): each gland's activity is divided by the
+    /// curve's recovery coefficient at the gland's volume. Instead of --pvc-fwhm-mm.
+    #[arg(long = "recovery-curve", conflicts_with = "pvc_fwhm_mm")]
+    recovery_curve: Option<PathBuf>,
     /// Output folder: dose.json, dose.csv, dose_map.nii.gz, rtdose.dcm, tac.png, dvh.png,
     /// report.md.
     #[arg(long, short)]
@@ -368,6 +373,9 @@ pub fn run(a: DoseArgs) -> Result<()> {
     opt.pvc_fwhm_mm = a.pvc_fwhm_mm;
     opt.pvc_surround_mm = a.pvc_surround_mm;
     opt.pvc_fwhm_uncertainty_mm = a.pvc_fwhm_uncertainty_mm;
+    if let Some(p) = &a.recovery_curve {
+        opt.recovery_curve = Some(crate::recovery::read_curve(p)?);
+    }
     // Work in the glands' box grown by the kernel radius only: a CT-grid label map of a
     // whole body would otherwise hold every activity image at full size several times.
     let Some((lo, hi)) = glandseg_dose::job::region_of_interest(&full_labels, &map, &opt) else {

@@ -13,6 +13,7 @@ mod phantom;
 mod plan;
 mod predict;
 mod progress;
+mod recovery;
 mod slurm;
 mod stats;
 mod train;
@@ -68,6 +69,9 @@ enum Command {
     /// time-integrated activity, organ and voxel absorbed dose, DVH (dose.json, dose.csv,
     /// dose_map.nii.gz, tac.png).
     Dose(dose::DoseArgs),
+    /// A partial-volume recovery curve (recovery coefficient by volume) from a sphere-phantom
+    /// image, or a simulated one, for `dose --recovery-curve`.
+    Recovery(recovery::RecoveryArgs),
     /// Preprocess a dataset and train a fold of the planned U-Net (CT + PET in, glands out).
     Train(train::TrainArgs),
     /// Segment new cases with a trained model: label maps on the CT grid, per-gland uptake
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Dose(a) => dose::run(a),
+        Command::Recovery(a) => recovery::run(a),
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Demo(a) => demo::run(a),

@@ -65,6 +65,11 @@ pub struct DoseOptions {
     /// Standard uncertainty of the PVC's FWHM, mm (default 1 mm): the corrected TIA at
     /// FWHM ± this gives `pvc_uncertainty_pct`, which enters `dose_uncertainty_pct`.
     pub pvc_fwhm_uncertainty_mm: Option<f64>,
+    /// Partial-volume correction from a recovery curve measured on a sphere phantom
+    /// ([`crate::recovery`]): each gland's activity divided by the curve's RC at its volume.
+    /// Exclusive with `pvc_fwhm_mm`. (In `dose.json` once, as the report's `recovery_curve`.)
+    #[serde(skip)]
+    pub recovery_curve: Option<crate::recovery::RecoveryCurve>,
 }
 
 impl DoseOptions {
@@ -82,6 +87,7 @@ impl DoseOptions {
             pvc_fwhm_mm: None,
             pvc_surround_mm: None,
             pvc_fwhm_uncertainty_mm: None,
+            recovery_curve: None,
         }
     }
 }
@@ -131,11 +137,13 @@ pub struct GlandDose {
     pub d98_gy: Option<f64>,
     /// Share of the gland with ≥ 20 Gy, %.
     pub v20gy_pct: Option<f64>,
-    /// Partial-volume correction: the gland's own recovery coefficient (GTM w_ii).
+    /// Partial-volume correction: the gland's own recovery coefficient (GTM w_ii, or the
+    /// recovery curve at the gland's volume).
     pub recovery: Option<f64>,
-    /// Partial-volume correction: relative uncertainty of the corrected TIA from the
-    /// FWHM's uncertainty, %: half the spread of the trapezoid TIA of the corrected
-    /// activities at FWHM ± its uncertainty, relative to the TIA at the FWHM.
+    /// Partial-volume correction: relative uncertainty of the corrected TIA, %. GTM: from
+    /// the FWHM's uncertainty (half the spread of the trapezoid TIA of the corrected
+    /// activities at FWHM ± its uncertainty, relative to the TIA at the FWHM). Recovery
+    /// curve: the curve's standard error at the gland's volume relative to its RC.
     pub pvc_uncertainty_pct: Option<f64>,
     /// Partial-volume correction: activity measured in the gland before correction, MBq.
     pub activity_mbq_uncorrected: Option<Vec<f64>>,
@@ -168,6 +176,9 @@ pub struct DoseReport {
     pub absent: Vec<String>,
     /// The partial-volume correction's transfer matrix, when asked for.
     pub pvc: Option<crate::pvc::Gtm>,
+    /// The recovery curve applied, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_curve: Option<crate::recovery::RecoveryCurve>,
     /// The input files, when the caller names them (for the JSON and `report.md`);
     /// [`compute_dose`] leaves it None.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,6 +286,15 @@ pub fn compute_dose(
             }
         }
     }
+    if let Some(curve) = &opt.recovery_curve {
+        if opt.pvc_fwhm_mm.is_some() {
+            return Err(DoseError::invalid(
+                "recovery_curve",
+                "give either a recovery curve or a PSF FWHM for the GTM (pvc_fwhm_mm), not both",
+            ));
+        }
+        curve.check("recovery_curve")?;
+    }
     let g = labels.geometry();
     for tp in tps {
         if !tp.activity.geometry().same_grid(g, GRID_TOLERANCE) {
@@ -361,9 +381,39 @@ pub fn compute_dose(
         }
         None => None,
     };
-    let corrected: Option<Vec<Vec<f64>>> = match &gtm {
-        Some(gtm) => Some(gtm.corrected_activities(labels, &act)?),
-        None => None,
+    // Recovery curve: each gland's RC at its volume (and the curve's standard error).
+    let curve_rc: Option<Vec<(f64, f64)>> = opt.recovery_curve.as_ref().map(|c| {
+        present
+            .iter()
+            .map(|&(value, _)| {
+                let v = lab.iter().filter(|&&l| l == value).count() as f64 * vox_ml;
+                let rc = c.at(v).max(0.01);
+                (rc, c.standard_error(v))
+            })
+            .collect()
+    });
+    let corrected: Option<Vec<Vec<f64>>> = match (&gtm, &curve_rc) {
+        (Some(gtm), _) => Some(gtm.corrected_activities(labels, &act)?),
+        (None, Some(rc)) => Some(
+            act.iter()
+                .map(|a| {
+                    present
+                        .iter()
+                        .zip(rc)
+                        .map(|(&(value, _), &(r, _))| {
+                            let m: f64 = lab
+                                .iter()
+                                .zip(a)
+                                .filter(|(&l, _)| l == value)
+                                .map(|(_, &x)| x)
+                                .sum();
+                            m / r
+                        })
+                        .collect()
+                })
+                .collect(),
+        ),
+        (None, None) => None,
     };
     // The corrected activities at FWHM ± its uncertainty, for pvc_uncertainty_pct.
     // (FWHM − δ, FWHM + δ): activity per time point and gland.
@@ -455,29 +505,55 @@ pub fn compute_dose(
             caveats
                 .push("no positive activity measured in the gland at any time point".to_string());
         }
-        let recovery = gtm.as_ref().and_then(|g| g.recovery(value));
-        let pvc_pct = spread.as_ref().and_then(|(lo, hi)| {
-            let per = |c: &Vec<Vec<f64>>| c.iter().map(|t| t[n_gland]).collect::<Vec<f64>>();
-            let mid = trap_tia(&activity);
-            (mid > 0.0)
-                .then(|| 100.0 * (trap_tia(&per(hi)) - trap_tia(&per(lo))).abs() / (2.0 * mid))
+        let recovery = gtm
+            .as_ref()
+            .and_then(|g| g.recovery(value))
+            .or(curve_rc.as_ref().map(|c| c[n_gland].0));
+        let pvc_pct = spread
+            .as_ref()
+            .and_then(|(lo, hi)| {
+                let per = |c: &Vec<Vec<f64>>| c.iter().map(|t| t[n_gland]).collect::<Vec<f64>>();
+                let mid = trap_tia(&activity);
+                (mid > 0.0)
+                    .then(|| 100.0 * (trap_tia(&per(hi)) - trap_tia(&per(lo))).abs() / (2.0 * mid))
+            })
+            .or(curve_rc
+                .as_ref()
+                .map(|c| 100.0 * c[n_gland].1 / c[n_gland].0));
+        // Below the curve's smallest sphere the RC is extrapolated.
+        let extrapolated = opt.recovery_curve.as_ref().and_then(|c| {
+            let (vmin, _) = c.volume_range();
+            (volume_ml < vmin).then_some(vmin)
         });
         if name.contains("lacrimal") || volume_ml < SMALL_GLAND_ML {
             caveats.push(match recovery {
                 None => format!(
                     "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
                      {:.1} mm across vs ~10-15 mm FWHM): partial-volume losses bias the \
-                     activity and dose low (no recovery correction applied: see --pvc-fwhm-mm); \
-                     treat as indicative only",
+                     activity and dose low (no recovery correction applied: see --pvc-fwhm-mm \
+                     or --recovery-curve); treat as indicative only",
                     2.0 * sphere.radius_mm
                 ),
-                Some(rc) => format!(
+                Some(rc) if gtm.is_some() => format!(
                     "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
                      {:.1} mm across): its recovery coefficient is {rc:.2}, so the corrected \
                      value rests on the PSF and the outline being right (a 1 mm FWHM error \
                      moves it by ~15-20 %); the uncorrected value is given beside; treat both as \
                      indicative only",
                     2.0 * sphere.radius_mm
+                ),
+                Some(rc) => format!(
+                    "{volume_ml:.2} mL is at or below SPECT resolution (equivalent sphere \
+                     {:.1} mm across): its recovery coefficient from the sphere curve is \
+                     {rc:.2}{}, so the corrected value assumes the gland recovers like a \
+                     sphere of its volume and that its outline is right; the uncorrected value \
+                     is given beside; treat both as indicative only",
+                    2.0 * sphere.radius_mm,
+                    extrapolated
+                        .map(|v| format!(
+                            " (extrapolated: the smallest sphere measured is {v:.2} mL)"
+                        ))
+                        .unwrap_or_default()
                 ),
             });
         }
@@ -573,10 +649,12 @@ pub fn compute_dose(
             "uncertainty_pct: TIA standard deviation from the fit covariance (delta method) only",
             "dose_uncertainty_pct: sqrt(fit^2 + calibration^2 + volume^2 + pvc^2), components treated as independent (a simplified EANM 2018 propagation)",
             "pvc: geometric transfer matrix of the glands and a surround region, Gaussian PSF of pvc_fwhm_mm on the label grid; pvc_uncertainty_pct from the corrected TIA at FWHM -/+ pvc_fwhm_uncertainty_mm",
+            "recovery curve (instead of the GTM): activity / RC(volume), RC(V) = a / (1 + (b/V)^c) fitted to sphere-phantom recoveries; pvc_uncertainty_pct = the curve's standard error at the gland's volume / RC",
         ],
         glands,
         absent,
         pvc: gtm,
+        recovery_curve: opt.recovery_curve.clone(),
         sources: None,
     };
     let vol = Volume::from_vec(g.clone(), dose_map)?;

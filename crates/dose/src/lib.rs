@@ -13,6 +13,9 @@
 //!   (FFT), dose-volume histogram metrics.
 //! - [`pvc`]: partial-volume correction of the gland activities (geometric transfer
 //!   matrix with the SPECT's PSF).
+//! - [`recovery`]: partial-volume correction from a recovery curve measured on a sphere
+//!   phantom (RC as a function of volume), and the simulated phantom and closed form that
+//!   check it.
 //! - [`job`]: the whole computation over a label map and activity images on its grid, and
 //!   its outputs (`dose.json`, `dose.csv`, the TAC and DVH plots, `report.md`).
 //! - [`report`]: `report.md`, the short human-readable report.
@@ -28,6 +31,7 @@ pub mod nuclide;
 pub mod organ;
 mod plot;
 pub mod pvc;
+pub mod recovery;
 pub mod report;
 pub mod voxel;
 

@@ -222,3 +222,93 @@ pub(crate) fn dvh_plot(report: &DoseReport) -> RgbImage {
     }
     img
 }
+
+/// The recovery curve over log volume (0.1-100 mL, or wider to hold the points): the
+/// measured spheres as squares, the fitted curve as a line, the curve ± one standard error
+/// dotted, and the dashed plateau.
+pub(crate) fn recovery_plot(curve: &crate::recovery::RecoveryCurve) -> RgbImage {
+    let (vmin, vmax) = curve.volume_range();
+    let lo = (vmin.min(0.1) / 1.5).log10().floor();
+    let hi = (vmax.max(100.0) * 1.5).log10().ceil();
+    let ymax = curve
+        .points
+        .iter()
+        .map(|p| p[1])
+        .fold(curve.a, f64::max)
+        .max(1.0)
+        * 1.1;
+    let mut img = RgbImage::from_pixel(W, H, Rgb([255, 255, 255]));
+    let (x0, y0, x1, y1) = (PAD_L, PAD_T, W as i64 - PAD_R, H as i64 - PAD_B);
+    line(&mut img, (x0, y1), (x1, y1), GREY);
+    line(&mut img, (x0, y0), (x0, y1), GREY);
+    let title = "Recovery coefficient by volume (sphere phantom)";
+    text(
+        &mut img,
+        (W as i64 - width(title)) / 2,
+        12,
+        title,
+        Rgb([0, 0, 0]),
+    );
+    let xl = "volume (mL, log scale)";
+    text(&mut img, (x0 + x1 - width(xl)) / 2, H as i64 - 18, xl, GREY);
+    text(&mut img, 8, y0 - 20, "RC", GREY);
+    let to_px = |(v, y): (f64, f64)| {
+        (
+            x0 + ((v.log10() - lo) / (hi - lo) * (x1 - x0) as f64).round() as i64,
+            y1 - (y / ymax * (y1 - y0) as f64).round() as i64,
+        )
+    };
+    let mut e = lo;
+    while e <= hi + 1e-9 {
+        let v = 10f64.powf(e);
+        let (px, _) = to_px((v, 0.0));
+        line(&mut img, (px, y1), (px, y1 + 4), GREY);
+        let s = if v >= 1.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v}")
+        };
+        text(&mut img, px - width(&s) / 2, y1 + 8, &s, GREY);
+        e += 1.0;
+    }
+    for n in 0..=4 {
+        let yv = ymax * n as f64 / 4.0;
+        let (_, py) = to_px((1.0, yv));
+        line(&mut img, (x0 - 4, py), (x0, py), GREY);
+        let s = format!("{yv:.2}");
+        text(&mut img, x0 - 8 - width(&s), py - 4, &s, GREY);
+    }
+    let c = COLORS[0];
+    let steps = 300;
+    let at = |n: usize| 10f64.powf(lo + (hi - lo) * n as f64 / steps as f64);
+    for n in 0..steps {
+        let (va, vb) = (at(n), at(n + 1));
+        line(
+            &mut img,
+            to_px((va, curve.at(va))),
+            to_px((vb, curve.at(vb))),
+            c,
+        );
+        if n % 3 == 0 {
+            for sign in [-1.0, 1.0] {
+                let p = to_px((va, curve.at(va) + sign * curve.standard_error(va)));
+                line(&mut img, p, p, GREY);
+            }
+        }
+        if n % 6 < 3 {
+            line(&mut img, to_px((va, curve.a)), to_px((vb, curve.a)), GREY);
+        }
+    }
+    for p in &curve.points {
+        let (x, y) = to_px((p[0], p[1]));
+        for d in -3..=3 {
+            line(&mut img, (x - 3, y + d), (x + 3, y + d), COLORS[1]);
+        }
+    }
+    let legend = format!(
+        "RC = {:.3} / (1 + ({:.3} mL / V)^{:.2});  squares: spheres",
+        curve.a, curve.b_ml, curve.c
+    );
+    text(&mut img, x0 + 12, y0 + 6, &legend, c);
+    img
+}

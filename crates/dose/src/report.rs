@@ -185,7 +185,14 @@ pub fn markdown(r: &DoseReport) -> String {
                     short(surround)
                 )
             }
-            None => "off (no --pvc-fwhm-mm)".to_string(),
+            None => match &r.recovery_curve {
+                Some(c) => format!(
+                    "recovery curve by volume, RC = {:.3} / (1 + ({:.3} mL / V)^{:.2}), from {} \
+                     (each gland treated as a sphere of its volume)",
+                    c.a, c.b_ml, c.c, c.source
+                ),
+                None => "off (no --pvc-fwhm-mm or --recovery-curve)".to_string(),
+            },
         },
     );
     kv(
@@ -241,10 +248,14 @@ pub fn markdown(r: &DoseReport) -> String {
 
     s.push_str("## Partial volume\n\n");
     if r.glands.iter().any(|g| g.dose_gy_uncorrected.is_some()) {
-        s.push_str(
+        s.push_str(if r.recovery_curve.is_some() {
+            "Gland activities divided by the sphere-phantom recovery coefficient at each \
+             gland's volume (an elongated gland recovers less than its sphere, so this \
+             under-corrects it); the raw (uncorrected) values beside:\n\n"
+        } else {
             "Gland activities corrected for partial-volume effects (spill-out and spill-in) \
-             by the geometric transfer matrix; the raw (uncorrected) values beside:\n\n",
-        );
+             by the geometric transfer matrix; the raw (uncorrected) values beside:\n\n"
+        });
         s.push_str(&header(&[
             "gland",
             "recovery",
@@ -270,7 +281,8 @@ pub fn markdown(r: &DoseReport) -> String {
         s.push('\n');
     } else {
         s.push_str(
-            "No partial-volume correction (give `--pvc-fwhm-mm` with the images' resolution): \
+            "No partial-volume correction (give `--pvc-fwhm-mm` with the images' resolution, \
+             or `--recovery-curve` from `glandseg recovery`): \
              the values above are raw, and glands at or below the resolution are biased \
              low.\n\n",
         );

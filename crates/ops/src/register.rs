@@ -165,6 +165,45 @@ fn ncc(a: &[f32], b: &[f32]) -> f64 {
     sab / (saa * sbb).sqrt() * overlap.min(1.0)
 }
 
+/// The voxel box of `g` (`[lo, hi)`, clipped) holding the world points `pts` grown by
+/// `margin_mm`; None when it is empty.
+fn box_near(g: &Geometry, pts: &[[f64; 3]], margin_mm: f64) -> Option<([usize; 3], [usize; 3])> {
+    let mut lo = [f64::INFINITY; 3];
+    let mut hi = [f64::NEG_INFINITY; 3];
+    for p in pts {
+        let idx = g.world_to_index(*p);
+        for a in 0..3 {
+            lo[a] = lo[a].min(idx[a]);
+            hi[a] = hi[a].max(idx[a]);
+        }
+    }
+    let l = [0, 1, 2].map(|a| (lo[a] - margin_mm / g.spacing[a]).floor().max(0.0));
+    let h =
+        [0, 1, 2].map(|a| ((hi[a] + margin_mm / g.spacing[a]).ceil() + 1.0).min(g.shape[a] as f64));
+    if (0..3).any(|a| l[a] >= h[a] || l[a].is_nan() || h[a].is_nan()) {
+        return None;
+    }
+    Some((l.map(|x| x as usize), h.map(|x| x as usize)))
+}
+
+/// The part of `v` within `margin_mm` of the box spanned by `corners` (world); all of `v`
+/// when that part is empty (no overlap: the metric then says so).
+fn crop_near(v: &Volume<f32>, corners: &[[f64; 3]; 8], margin_mm: f64) -> Volume<f32> {
+    match box_near(v.geometry(), corners, margin_mm) {
+        Some((lo, hi)) => v.crop(lo, hi).unwrap_or_else(|_| v.clone()),
+        None => v.clone(),
+    }
+}
+
+/// The voxels of grid `full` that lie within the field of `part` (a crop of the image
+/// `full` resamples): a sub-grid with the same sample points.
+fn cut_to(full: &Geometry, part: &Geometry) -> Geometry {
+    match box_near(full, &part.corners(), 0.0) {
+        Some((lo, hi)) => full.crop(lo, hi).unwrap_or_else(|_| full.clone()),
+        None => full.clone(),
+    }
+}
+
 fn clip(v: &Volume<f32>, w: (f32, f32)) -> Volume<f32> {
     v.map(|&x| x.clamp(w.0, w.1))
 }
@@ -188,8 +227,27 @@ pub fn register_rigid(
         let n = fixed_region.shape;
         fixed_region.index_to_world([0, 1, 2].map(|a| (n[a] as f64 - 1.0) / 2.0))
     };
-    let fixed_c = clip(fixed, opts.hu_window);
-    let moving_c = clip(moving, opts.hu_window);
+    // Only what the metric can reach is clipped and blurred at each level: the region
+    // grown by the blur's kernel and the interpolation (fixed), and by the largest motion
+    // accepted as well (moving). A whole-body reference CT is not processed whole.
+    let coarsest = opts.levels_mm.iter().cloned().fold(0.0f64, f64::max);
+    let reach = |g: &Geometry| {
+        let sp = g.spacing.iter().cloned().fold(0.0f64, f64::max);
+        3.5 * coarsest / 2.0 + 2.0 * sp + coarsest.max(sp)
+    };
+    let corners = fixed_region.corners();
+    let half_diagonal = {
+        let (a, b) = (corners[0], corners[7]);
+        (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt() / 2.0
+    };
+    let motion = opts.max_translation_mm
+        + 2.0 * half_diagonal * (opts.max_rotation_deg.to_radians() / 2.0).sin().abs();
+    let fixed_c = clip(
+        &crop_near(fixed, &corners, reach(fixed.geometry())),
+        opts.hu_window,
+    );
+    let moving_part = crop_near(moving, &corners, reach(moving.geometry()) + motion);
+    let moving_c = clip(&moving_part, opts.hu_window);
     let mut t = Rigid::identity(centre);
     let mut evaluations = 0;
     let (mut step_mm, mut step_deg) = opts.initial_step;
@@ -205,9 +263,12 @@ pub fn register_rigid(
             Interpolation::Linear,
             opts.hu_window.0,
         );
-        let m_grid = moving
+        // The level's grid of the whole moving image, cut to the part kept: the same
+        // sample points as without the cut.
+        let m_full = moving
             .geometry()
             .with_spacing([0, 1, 2].map(|a| sp.max(moving.geometry().spacing[a])));
+        let m_grid = cut_to(&m_full, moving_part.geometry());
         let mut m = resample(
             &crate::filter::gaussian_blur_mm(&moving_c, sigma),
             &m_grid,
@@ -287,6 +348,29 @@ pub fn register_rigid(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The moving image's level grid cut to a crop keeps the whole grid's sample points,
+    /// and covers the crop.
+    #[test]
+    fn cut_grid_keeps_the_sample_points() {
+        let g = Geometry::new([100, 90, 80], [0.9, 0.9, 2.5], [-40.0, -30.0, -100.0]);
+        let full = g.with_spacing([4.0, 4.0, 4.0]);
+        let part = g.crop([20, 10, 5], [70, 60, 50]).unwrap();
+        let cut = cut_to(&full, &part);
+        for a in 0..3 {
+            let steps = (cut.origin[a] - full.origin[a]) / full.spacing[a];
+            assert!((steps - steps.round()).abs() < 1e-9, "axis {a}: {steps}");
+            assert!(cut.shape[a] < full.shape[a]);
+        }
+        let (lo, hi) = (part.corners()[0], part.corners()[7]);
+        let (clo, chi) = (cut.corners()[0], cut.corners()[7]);
+        for a in 0..3 {
+            assert!(clo[a] <= lo[a] + 1e-9 && chi[a] >= hi[a] - 1e-9, "axis {a}");
+        }
+        // No overlap: the whole grid (the metric then reports it).
+        let far = Geometry::new([5, 5, 5], [1.0; 3], [900.0, 0.0, 0.0]);
+        assert_eq!(cut_to(&full, &far).shape, full.shape);
+    }
 
     /// A head-like CT: an ellipsoid of soft tissue with a bone shell and two dense
     /// off-centre blobs (so every rotation shows), in air.

@@ -279,7 +279,7 @@ pub fn run_demo<B: NetAutodiffBackend>(
                 &cache,
                 &config,
                 &Default::default(),
-                3,
+                7,
             )?;
             let n = ((stage1_minutes * 60.0) / (secs * 1.15)).floor().max(10.0) as usize;
             progress.note(&format!(
@@ -343,7 +343,7 @@ pub fn run_demo<B: NetAutodiffBackend>(
                     &cache,
                     &fine_config,
                     &Default::default(),
-                    3,
+                    7,
                 )?;
                 let minutes = job.train_minutes * job.fine_share;
                 let n = ((minutes * 60.0) / (secs * 1.15)).floor().max(10.0) as usize;

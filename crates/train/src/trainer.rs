@@ -834,8 +834,8 @@ fn train_step<B: NetAutodiffBackend>(
 }
 
 /// Wall time of one training iteration (batch preparation + forward + backward + step) of
-/// the planned network, after one warm-up iteration: what `glandseg demo` fits its
-/// iteration count to.
+/// the planned network, the median of `steps` after one warm-up iteration: what `glandseg
+/// demo` fits its iteration count to.
 pub fn seconds_per_iteration<B: NetAutodiffBackend>(
     plan: &Plan,
     cache: &Cache,
@@ -855,7 +855,7 @@ pub fn seconds_per_iteration<B: NetAutodiffBackend>(
     let mut model: UNet<B> = network_config(plan).init(device);
     let mut optim = Optim::<B>::new(cfg);
     let ds = DeepSupervisionLoss::new((plan.stages.len() - 1).max(1));
-    let mut elapsed = 0.0;
+    let mut times = Vec::with_capacity(steps);
     for t in 0..=steps {
         let started = std::time::Instant::now();
         let b = make_batch(
@@ -869,10 +869,13 @@ pub fn seconds_per_iteration<B: NetAutodiffBackend>(
         );
         model = train_step(model, &mut optim, &ds, b, plan, patch, cfg.lr, device).0;
         if t > 0 {
-            elapsed += started.elapsed().as_secs_f64();
+            times.push(started.elapsed().as_secs_f64());
         }
     }
-    Ok(elapsed / steps.max(1) as f64)
+    // The median: one slow step (a costly augmentation, another process waking up) moved
+    // the mean of three by half, and the demo's iteration count with it.
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(times.len() / 2).copied().unwrap_or(0.0))
 }
 
 /// JSON has no NaN: serde_json writes it (a gland absent from every validation patch and
