@@ -31,6 +31,7 @@
 //! exponential whose effective half-life equals t) and Madsen et al. 2018 (TIA =
 //! A(t)·e^(λ_eff t)/λ_eff with a population effective half-life).
 
+use crate::linalg::{invert, normal_equations, solve_linear};
 use crate::{DoseError, Nuclide, Result};
 use serde::Serialize;
 use std::f64::consts::LN_2;
@@ -386,67 +387,6 @@ impl Problem<'_> {
         }
         (th, cost)
     }
-}
-
-/// JᵀJ and Jᵀr.
-fn normal_equations(jac: &[Vec<f64>], r: &[f64]) -> (Vec<Vec<f64>>, Vec<f64>) {
-    let k = jac.first().map_or(0, |row| row.len());
-    let mut a = vec![vec![0.0; k]; k];
-    let mut g = vec![0.0; k];
-    for (row, &ri) in jac.iter().zip(r) {
-        for p in 0..k {
-            g[p] += row[p] * ri;
-            for q in 0..k {
-                a[p][q] += row[p] * row[q];
-            }
-        }
-    }
-    (a, g)
-}
-
-/// Gaussian elimination with partial pivoting; None when (numerically) singular.
-fn solve_linear(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    let scale = a
-        .iter()
-        .flat_map(|r| r.iter())
-        .fold(0.0f64, |m, x| m.max(x.abs()));
-    for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].is_nan() || a[p][c].abs() <= 1e-13 * scale {
-            return None;
-        }
-        a.swap(c, p);
-        b.swap(c, p);
-        for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for q in c..n {
-                a[r][q] -= f * a[c][q];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for c in (0..n).rev() {
-        let s: f64 = (c + 1..n).map(|q| a[c][q] * x[q]).sum();
-        x[c] = (b[c] - s) / a[c][c];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
-}
-
-fn invert(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
-    let n = a.len();
-    let mut cols = Vec::with_capacity(n);
-    for c in 0..n {
-        let mut e = vec![0.0; n];
-        e[c] = 1.0;
-        cols.push(solve_linear(a.to_vec(), e)?);
-    }
-    Some(
-        (0..n)
-            .map(|r| (0..n).map(|c| cols[c][r]).collect())
-            .collect(),
-    )
 }
 
 /// Best amplitude for fixed shapes g_i (weighted linear least squares), at least tiny.

@@ -381,39 +381,26 @@ pub fn compute_dose(
         }
         None => None,
     };
+    // Each present gland's voxels, found once (the loops below and the curve use them).
+    let gland_voxels: Vec<Vec<usize>> = present
+        .iter()
+        .map(|&(value, _)| (0..nvox).filter(|&v| lab[v] == value).collect())
+        .collect();
     // Recovery curve: each gland's RC at its volume (and the curve's standard error).
     let curve_rc: Option<Vec<(f64, f64)>> = opt.recovery_curve.as_ref().map(|c| {
-        present
+        gland_voxels
             .iter()
-            .map(|&(value, _)| {
-                let v = lab.iter().filter(|&&l| l == value).count() as f64 * vox_ml;
-                let rc = c.at(v).max(0.01);
-                (rc, c.standard_error(v))
+            .map(|idx| {
+                let v = idx.len() as f64 * vox_ml;
+                (c.at(v).max(0.01), c.standard_error(v))
             })
             .collect()
     });
-    let corrected: Option<Vec<Vec<f64>>> = match (&gtm, &curve_rc) {
-        (Some(gtm), _) => Some(gtm.corrected_activities(labels, &act)?),
-        (None, Some(rc)) => Some(
-            act.iter()
-                .map(|a| {
-                    present
-                        .iter()
-                        .zip(rc)
-                        .map(|(&(value, _), &(r, _))| {
-                            let m: f64 = lab
-                                .iter()
-                                .zip(a)
-                                .filter(|(&l, _)| l == value)
-                                .map(|(_, &x)| x)
-                                .sum();
-                            m / r
-                        })
-                        .collect()
-                })
-                .collect(),
-        ),
-        (None, None) => None,
+    // GTM-corrected activities per time point and gland (the recovery curve is applied
+    // per gland in the loop below: measured / RC).
+    let corrected: Option<Vec<Vec<f64>>> = match &gtm {
+        Some(gtm) => Some(gtm.corrected_activities(labels, &act)?),
+        None => None,
     };
     // The corrected activities at FWHM ± its uncertainty, for pvc_uncertainty_pct.
     // (FWHM − δ, FWHM + δ): activity per time point and gland.
@@ -447,7 +434,7 @@ pub fn compute_dose(
         s + a[times.len() - 1] / lp
     };
     for (n_gland, &(value, name)) in present.iter().enumerate() {
-        let idx: Vec<usize> = (0..nvox).filter(|&v| lab[v] == value).collect();
+        let idx = &gland_voxels[n_gland];
         let field = |e: DoseError| match e {
             DoseError::Invalid { field, msg } => {
                 DoseError::invalid(format!("{name}: {field}"), msg)
@@ -458,9 +445,10 @@ pub fn compute_dose(
             .iter()
             .map(|a| idx.iter().map(|&v| a[v]).sum())
             .collect();
-        let activity: Vec<f64> = match &corrected {
-            Some(c) => c.iter().map(|per_t| per_t[n_gland]).collect(),
-            None => measured.clone(),
+        let activity: Vec<f64> = match (&corrected, &curve_rc) {
+            (Some(c), _) => c.iter().map(|per_t| per_t[n_gland]).collect(),
+            (None, Some(rc)) => measured.iter().map(|m| m / rc[n_gland].0).collect(),
+            (None, None) => measured.clone(),
         };
         let tia_of = |activity: &[f64]| -> Result<(ModelFit, Vec<ModelFit>, Option<f64>)> {
             Ok(if single {
@@ -483,16 +471,17 @@ pub fn compute_dose(
             })
         };
         let (chosen, all, trap) = tia_of(&activity)?;
-        let uncorrected_tia = match &corrected {
-            Some(_) => Some(tia_of(&measured)?.0.tia_mbq_h),
-            None => None,
+        let uncorrected_tia = if corrected.is_some() || curve_rc.is_some() {
+            Some(tia_of(&measured)?.0.tia_mbq_h)
+        } else {
+            None
         };
         let tia = chosen.tia_mbq_h;
         // Rescale the voxel TIAs of this gland to the fitted TIA.
         let sum: f64 = idx.iter().map(|&v| tia_vox[v]).sum();
         if sum > 0.0 {
             let s = tia.max(0.0) / sum;
-            for &v in &idx {
+            for &v in idx {
                 tia_vox[v] *= s;
             }
         }
@@ -586,7 +575,8 @@ pub fn compute_dose(
             v20gy_pct: None,
             recovery,
             pvc_uncertainty_pct: pvc_pct,
-            activity_mbq_uncorrected: corrected.as_ref().map(|_| measured.clone()),
+            activity_mbq_uncorrected: (corrected.is_some() || curve_rc.is_some())
+                .then(|| measured.clone()),
             tia_mbq_h_uncorrected: uncorrected_tia,
             dose_gy_uncorrected: uncorrected_tia.map(|t| local_deposition_gy(nu, t, mass_g)),
             caveat,

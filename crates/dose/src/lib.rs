@@ -27,6 +27,7 @@
 
 pub mod fit;
 pub mod job;
+mod linalg;
 pub mod nuclide;
 pub mod organ;
 mod plot;

@@ -129,7 +129,7 @@ impl Gtm {
             .map(|&i| used.iter().map(|&j| self.w[i][j]).collect())
             .collect();
         let b: Vec<f64> = used.iter().map(|&i| measured[i]).collect();
-        let x = solve(a, b).ok_or_else(|| {
+        let x = crate::linalg::solve_linear(a, b).ok_or_else(|| {
             DoseError::invalid(
                 "pvc",
                 "the geometric transfer matrix is singular (regions too small for the PSF?)",
@@ -190,32 +190,6 @@ fn regions(labels: &Volume<u8>, glands: &[u8], surround_mm: f64) -> Result<Vec<O
             None => None,
         })
         .collect())
-}
-
-/// Solves a·x = b by Gaussian elimination with partial pivoting; None when singular.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].abs() < 1e-12 {
-            return None;
-        }
-        a.swap(c, p);
-        b.swap(c, p);
-        for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for r in (0..n).rev() {
-        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
-    x.iter().all(|v| v.is_finite()).then_some(x)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 //! also grows where the curve is extrapolated below the smallest sphere (the lacrimal
 //! glands, 0.2-1 mL, lie at or below the IEC set's 0.52 mL).
 
+use crate::linalg::{invert, normal_equations, solve_linear};
 use crate::{DoseError, Result};
 use glandseg_core::{Geometry, Volume};
 use glandseg_ops::filter::{fwhm_to_sigma, gaussian_blur_mm};
@@ -186,15 +187,15 @@ impl RecoveryCurve {
         let mut mu = 1e-3;
         for _ in 0..200 {
             let r: Vec<f64> = points.iter().map(|p| curve(th, p[0]) - p[1]).collect();
-            let jac: Vec<[f64; 3]> = points.iter().map(|p| gradient(th, p[0])).collect();
-            let (jtj, jtr) = normal(&jac, &r);
+            let jac: Vec<Vec<f64>> = points.iter().map(|p| gradient(th, p[0]).to_vec()).collect();
+            let (jtj, jtr) = normal_equations(&jac, &r);
             let mut improved = false;
             for _ in 0..20 {
-                let mut a = jtj;
+                let mut a = jtj.clone();
                 for d in 0..3 {
                     a[d][d] += mu * (1.0 + jtj[d][d]);
                 }
-                let Some(step) = solve3(a, jtr) else {
+                let Some(step) = solve_linear(a, jtr.clone()) else {
                     mu *= 10.0;
                     continue;
                 };
@@ -216,10 +217,10 @@ impl RecoveryCurve {
         }
         let n = points.len() as f64;
         let s2 = f / (n - 3.0).max(1.0);
-        let jac: Vec<[f64; 3]> = points.iter().map(|p| gradient(th, p[0])).collect();
-        let (jtj, _) = normal(&jac, &vec![0.0; points.len()]);
-        let covariance = invert3(jtj)
-            .map(|inv| inv.map(|row| row.map(|v| v * s2)))
+        let jac: Vec<Vec<f64>> = points.iter().map(|p| gradient(th, p[0]).to_vec()).collect();
+        let (jtj, _) = normal_equations(&jac, &vec![0.0; points.len()]);
+        let covariance = invert(&jtj)
+            .map(|inv| [0, 1, 2].map(|r| [0, 1, 2].map(|c| inv[r][c] * s2)))
             .ok_or_else(|| {
                 DoseError::invalid(
                     "spheres",
@@ -306,49 +307,6 @@ fn gradient(th: [f64; 3], v: f64) -> [f64; 3] {
         -a * c * q / (d * d),
         -a * q * (b / v).ln() * c / (d * d),
     ]
-}
-
-fn normal(jac: &[[f64; 3]], r: &[f64]) -> ([[f64; 3]; 3], [f64; 3]) {
-    let mut a = [[0.0; 3]; 3];
-    let mut g = [0.0; 3];
-    for (row, &ri) in jac.iter().zip(r) {
-        for p in 0..3 {
-            g[p] += row[p] * ri;
-            for q in 0..3 {
-                a[p][q] += row[p] * row[q];
-            }
-        }
-    }
-    (a, g)
-}
-
-fn det3(m: [[f64; 3]; 3]) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
-        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
-        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
-}
-
-fn invert3(m: [[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
-    let d = det3(m);
-    let scale = m.iter().flatten().fold(0.0f64, |s, v| s.max(v.abs()));
-    if !(d.is_finite() && d.abs() > 1e-12 * scale.powi(3)) {
-        return None;
-    }
-    let mut inv = [[0.0; 3]; 3];
-    for r in 0..3 {
-        for c in 0..3 {
-            // Cofactor of (c, r).
-            let (r1, r2) = ((c + 1) % 3, (c + 2) % 3);
-            let (c1, c2) = ((r + 1) % 3, (r + 2) % 3);
-            inv[r][c] = (m[r1][c1] * m[r2][c2] - m[r1][c2] * m[r2][c1]) / d;
-        }
-    }
-    Some(inv)
-}
-
-fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> Option<[f64; 3]> {
-    let inv = invert3(a)?;
-    Some([0, 1, 2].map(|r| (0..3).map(|c| inv[r][c] * b[c]).sum()))
 }
 
 /// Measures one sphere in `image` (Bq/mL), refining its centre within `refine_mm`.

@@ -82,7 +82,7 @@ impl Default for DemoJob {
             seed: 0,
             iterations: None,
             cascade: true,
-            fine_share: 0.5,
+            fine_share: 0.7,
             stage1_channels: false,
             style: Style::Mixed,
             test_style: None,

@@ -276,7 +276,9 @@ impl<B: NetBackend> Predictor<B> {
             body
         };
         let fine = self.fine.as_ref().filter(|_| opts.cascade);
-        let wants_priors = fine.is_some_and(|f| f.reads_priors());
+        // Stage 1's probabilities on its grid: the fine stage's prior channels read them, and
+        // a gland the argmax missed is looked for at their peak.
+        let wants_priors = fine.is_some();
         let RegionLabels {
             labels: mut arg,
             probabilities: kept,

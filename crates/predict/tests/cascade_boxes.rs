@@ -1,6 +1,7 @@
 //! The cascade's boxes on phantom anatomy: every gland's box covers the reference gland,
 //! a gland the coarse stage missed still gets a box from the atlas (built from other
-//! cases), and left boxes stay on the patient's left.
+//! cases) or, tighter, from stage 1's probability peak inside the atlas's box, and left
+//! boxes stay on the patient's left.
 
 use glandseg_core::{LabelMap, Volume};
 use glandseg_phantom::{generate_case, Fov, PhantomConfig};
@@ -78,7 +79,7 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     let tile = [16.0; 3];
 
     // Stage 1 perfect: each box holds its whole gland.
-    let boxes = plan_boxes(&truth, &map, &spec, &atlas, tile);
+    let boxes = plan_boxes(&truth, &map, &spec, &atlas, tile, None);
     assert_eq!(boxes.len(), 6);
     let n = truth.shape();
     for b in &boxes {
@@ -99,7 +100,7 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     let lac_left = map.value("lacrimal_left").unwrap();
     let lac_right = map.value("lacrimal_right").unwrap();
     let missed = truth.map(|&v| if v == lac_left { 0 } else { v });
-    let boxes = plan_boxes(&missed, &map, &spec, &atlas, tile);
+    let boxes = plan_boxes(&missed, &map, &spec, &atlas, tile, None);
     let b = boxes.iter().find(|b| b.label == lac_left).unwrap();
     assert_eq!(b.source, "atlas");
     let cover = covered(&truth, lac_left, b.lo, b.hi);
@@ -115,6 +116,74 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     };
     let right = voxel_boxes(&truth)[&lac_right];
     assert!(centre(b.lo, b.hi)[0] > centre(right.0, right.1)[0]);
+
+    // Stage 1's argmax missed both lacrimal glands, but its probabilities peak on them
+    // (weakly, 0.1, and under the wrong side's class for the left gland, as a
+    // short-trained coarse network gives): each box is centred on its own side's peak,
+    // tighter than the atlas's box, and holds the gland.
+    let no_lac = truth.map(|&v| {
+        if v == lac_left || v == lac_right {
+            0
+        } else {
+            v
+        }
+    });
+    let classes = map.num_classes();
+    let nv = truth.geometry().num_voxels();
+    let mut probs = vec![0f32; classes * nv];
+    for (idx, &v) in truth.as_slice().iter().enumerate() {
+        // Left gland scored as "right", right gland as "right": only the sum is sided.
+        if v == lac_left || v == lac_right {
+            probs[lac_right as usize * nv + idx] = 0.1;
+        }
+    }
+    let stage1 = (truth.geometry().clone(), probs);
+    let atlas_only = plan_boxes(&no_lac, &map, &spec, &atlas, tile, None);
+    let peaked = plan_boxes(&no_lac, &map, &spec, &atlas, tile, Some(&stage1));
+    for (value, other) in [(lac_left, lac_right), (lac_right, lac_left)] {
+        let a = atlas_only.iter().find(|b| b.label == value).unwrap();
+        let b = peaked.iter().find(|b| b.label == value).unwrap();
+        assert_eq!(a.source, "atlas");
+        assert_eq!(b.source, "stage1-peak", "{b:?}");
+        let cover = covered(&truth, value, b.lo, b.hi);
+        assert!(
+            cover >= 0.9,
+            "peak box holds {cover:.2} of the gland: {b:?}"
+        );
+        assert_eq!(
+            covered(&truth, other, b.lo, b.hi),
+            0.0,
+            "{b:?} holds the partner"
+        );
+        let vol = |b: &glandseg_predict::cascade::GlandBox| {
+            (0..3).map(|x| (b.hi[x] - b.lo[x]) as f64).product::<f64>()
+        };
+        assert!(
+            vol(b) < vol(a),
+            "peak box {b:?} not tighter than atlas box {a:?}"
+        );
+        let expected = b.expected_lps.expect("the peak");
+        let truth_centre = gland_positions(&truth)
+            .into_iter()
+            .find(|p| p.0 == value)
+            .unwrap()
+            .1;
+        let d: f64 = (0..3)
+            .map(|x| (expected[x] - truth_centre[x]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(d < 15.0, "peak {expected:?} is {d:.1} mm from the gland");
+    }
+    // A peak under the threshold is noise: the atlas's box stays.
+    let faint = (
+        stage1.0.clone(),
+        stage1.1.iter().map(|p| p * 0.1).collect::<Vec<f32>>(),
+    );
+    let boxes = plan_boxes(&no_lac, &map, &spec, &atlas, tile, Some(&faint));
+    assert!(boxes
+        .iter()
+        .filter(|b| b.label == lac_left || b.label == lac_right)
+        .all(|b| b.source == "atlas"));
 
     // Stage 1 found only the upper half of the left parotid (a fatty, low-uptake gland
     // seen in part): the box still holds the gland, grown to the atlas's extent.
@@ -135,7 +204,7 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
         }
         p
     };
-    let boxes = plan_boxes(&part, &map, &spec, &atlas, tile);
+    let boxes = plan_boxes(&part, &map, &spec, &atlas, tile, None);
     let b = boxes.iter().find(|b| b.label == par_left).unwrap();
     assert_eq!(b.source, "stage1");
     let cover = covered(&truth, par_left, b.lo, b.hi);
@@ -146,6 +215,6 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
 
     // Nothing found at all: no box can be placed, and none is invented.
     let empty = truth.map(|_| 0u8);
-    let boxes = plan_boxes(&empty, &map, &spec, &atlas, tile);
+    let boxes = plan_boxes(&empty, &map, &spec, &atlas, tile, None);
     assert!(boxes.iter().all(|b| b.source == "none"));
 }
