@@ -272,6 +272,7 @@ pub fn plan_boxes(
         .into_iter()
         .map(|(v, c, _)| (v, c))
         .collect();
+    let midline = midline_x(labels, &found);
     let mut out = Vec::new();
     for (v, name) in labels.foreground() {
         let class = spec.fine_class_of.get(v as usize).copied().unwrap_or(0);
@@ -295,7 +296,14 @@ pub fn plan_boxes(
             ),
             None => match atlas.expected_box(v, &found) {
                 Some((c, h)) => match stage1.and_then(|s| {
-                    probability_peak(s, &spec.fine_class_of, class, c, h, PEAK_MIN_PROBABILITY)
+                    probability_peak(
+                        s,
+                        &spec.fine_class_of,
+                        class,
+                        (c, h),
+                        side_half(name, midline),
+                        PEAK_MIN_PROBABILITY,
+                    )
                 }) {
                     Some((peak, grid_mm)) => {
                         expected = Some(peak);
@@ -348,16 +356,42 @@ pub fn plan_boxes(
 /// [`plan_boxes`]): below it the peak is noise and the atlas's box is used.
 pub const PEAK_MIN_PROBABILITY: f32 = 0.02;
 
+/// The head's mid-sagittal plane as an LPS x: the mean over the lateral pairs stage 1 found
+/// both of (parotids, submandibular glands) of their centroids' mean x; None when no pair
+/// was found.
+fn midline_x(labels: &LabelMap, found: &[(u8, [f64; 3])]) -> Option<f64> {
+    let at = |v: u8| found.iter().find(|(x, _)| *x == v).map(|(_, c)| c[0]);
+    let mids: Vec<f64> = labels
+        .lateral_pairs()
+        .into_iter()
+        .filter_map(|(l, r, _)| Some(0.5 * (at(l)? + at(r)?)))
+        .collect();
+    (!mids.is_empty()).then(|| mids.iter().sum::<f64>() / mids.len() as f64)
+}
+
+/// The half of the head a sided gland lies in: LPS x above the midline for a `_left`
+/// gland (+x is the patient's left), below for a `_right` one; None for a side-less
+/// label or an unknown midline.
+fn side_half(name: &str, midline: Option<f64>) -> Option<(f64, bool)> {
+    let m = midline?;
+    match LabelMap::side_of(name)?.1 {
+        glandseg_core::labels::Side::Left => Some((m, true)),
+        glandseg_core::labels::Side::Right => Some((m, false)),
+    }
+}
+
 /// Where fine class `class`'s probability (the sum over the coarse classes
 /// `fine_class_of` maps onto it) peaks on stage 1's grid inside the LPS box
-/// `centre +- half`: the peak's LPS position and the grid's largest spacing (the peak's
-/// own uncertainty), or None when the peak is under `min_p` or the box misses the grid.
+/// `(centre, half)` and, when `side` is given as `(midline x, left)`, on that side of the
+/// head's midline (a wide box can reach the partner gland, whose peak is in the side-less
+/// sum too): the peak's LPS position and the grid's largest spacing (the peak's own
+/// uncertainty), or None when the peak is under `min_p` or the box misses the grid.
 pub fn probability_peak(
     stage1: &(Geometry, Vec<f32>),
     fine_class_of: &[u8],
     class: u8,
-    centre: [f64; 3],
-    half: [f64; 3],
+    (centre, half): ([f64; 3], [f64; 3]),
+    side: Option<(f64, bool)>,
     min_p: f32,
 ) -> Option<([f64; 3], f64)> {
     let (grid, probs) = stage1;
@@ -377,6 +411,12 @@ pub fn probability_peak(
     for k in lo[2]..hi[2] {
         for j in lo[1]..hi[1] {
             for i in lo[0]..hi[0] {
+                if let Some((mid, left)) = side {
+                    let x = grid.index_to_world([i as f64, j as f64, k as f64])[0];
+                    if (x > mid) != left {
+                        continue;
+                    }
+                }
                 let idx = (k * nj + j) * ni + i;
                 let p: f32 = classes.iter().map(|&c| probs[c * n + idx]).sum();
                 if p.is_finite() && best.is_none_or(|(b, _)| p > b) {
