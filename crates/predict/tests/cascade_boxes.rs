@@ -180,7 +180,7 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
     // A peak under the threshold is noise: the atlas's box stays.
     let faint = (
         stage1.0.clone(),
-        stage1.1.iter().map(|p| p * 0.1).collect::<Vec<f32>>(),
+        stage1.1.iter().map(|p| p * 0.05).collect::<Vec<f32>>(),
     );
     let boxes = plan_boxes(&no_lac, &map, &spec, &atlas, tile, Some(&faint));
     assert!(boxes
