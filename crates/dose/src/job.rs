@@ -471,7 +471,10 @@ pub fn compute_dose(
             })
         };
         let (chosen, all, trap) = tia_of(&activity)?;
-        let uncorrected_tia = if corrected.is_some() || curve_rc.is_some() {
+        // A partial-volume correction (GTM or the recovery curve) changed the activity:
+        // the uncorrected figures are reported beside the corrected ones.
+        let pv_corrected = corrected.is_some() || curve_rc.is_some();
+        let uncorrected_tia = if pv_corrected {
             Some(tia_of(&measured)?.0.tia_mbq_h)
         } else {
             None
@@ -575,8 +578,7 @@ pub fn compute_dose(
             v20gy_pct: None,
             recovery,
             pvc_uncertainty_pct: pvc_pct,
-            activity_mbq_uncorrected: (corrected.is_some() || curve_rc.is_some())
-                .then(|| measured.clone()),
+            activity_mbq_uncorrected: pv_corrected.then(|| measured.clone()),
             tia_mbq_h_uncorrected: uncorrected_tia,
             dose_gy_uncorrected: uncorrected_tia.map(|t| local_deposition_gy(nu, t, mass_g)),
             caveat,

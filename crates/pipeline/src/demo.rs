@@ -510,7 +510,7 @@ fn write_report(
         );
         let _ = writeln!(
             md,
-            "## Cascade boxes per held-out case\n\nWhere each gland's stage-2 box came from (`stage1`: the coarse network found the gland; `atlas`: placed from the other glands; `none`: no box) and its voxels on the CT grid before -> after stage 2.\n\n| case | gland | box from | voxels |\n|---|---|---|---|"
+            "## Cascade boxes per held-out case\n\nWhere each gland's stage-2 box came from (`stage1`: the coarse network found the gland; `stage1-peak`: its argmax missed the gland, the box is centred on its probability peak; `atlas`: placed from the other glands; `none`: no box) and its voxels on the CT grid before -> after stage 2.\n\n| case | gland | box from | voxels |\n|---|---|---|---|"
         );
         for id in held {
             let Ok(bytes) = std::fs::read(pred_dir.join(id).join("prediction.json")) else {

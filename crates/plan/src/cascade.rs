@@ -238,6 +238,32 @@ pub struct GlandAtlas {
     pub half_extent_mm: Vec<[f64; 3]>,
     /// Cases the atlas was built from.
     pub cases: usize,
+    /// Per gland, per LPS axis: how far the mean layout fitted to a training case's other
+    /// glands put the gland from where it was (mm; the larger of twice the RMS and the
+    /// maximum over the cases, at least [`MIN_FIT_RESIDUAL_MM`]); None for a gland never
+    /// fitted. It sizes the box of a gland placed by the fit: on the built-in phantom 2-5 mm,
+    /// where the offsets' spread (which holds head pose too) was 10-25 mm. Empty in an
+    /// atlas written before it existed (then the spread sizes the box).
+    #[serde(default)]
+    pub fit_residual_mm: Vec<Option<[f64; 3]>>,
+}
+
+/// The least per-axis fit residual a fitted box allows for (mm): a handful of training
+/// cases can agree more closely than new anatomy will.
+pub const MIN_FIT_RESIDUAL_MM: f64 = 3.0;
+
+/// Where the atlas expects a gland stage 1 missed (LPS mm).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expected {
+    /// Expected centroid.
+    pub centre: [f64; 3],
+    /// Half-extent of the box the gland should lie in: its largest training half-extent
+    /// grown by the fit's residual (three or more found glands) or by the offsets' spread.
+    pub half_mm: [f64; 3],
+    /// Half-extent of the wider box to search stage 1's probability in: the training
+    /// half-extent grown by twice the offsets' spread, which allows for anatomy farther
+    /// from the training layout than the fit's residual does.
+    pub search_half_mm: [f64; 3],
 }
 
 /// Voxel box `[lo, hi)` of every label value present.
@@ -346,61 +372,96 @@ impl GlandAtlas {
                 sd[a][b] = Some((mean_sq - m2).max(0.0).sqrt());
             }
         }
-        GlandAtlas {
+        let mut atlas = GlandAtlas {
             labels: label_values.to_vec(),
             offset_mm: offset,
             offset_sd_mm: sd,
             half_extent_mm: half,
             cases: cases.len(),
-        }
+            fit_residual_mm: Vec::new(),
+        };
+        atlas.fit_residual_mm = (0..n).map(|m| atlas.fit_residual(m, cases)).collect();
+        atlas
     }
 
-    /// Where gland `missing` should be (centre, half-extent in LPS mm) given the glands that
-    /// were `found` (value, centroid), the half-extent grown by the offsets' spread. With
-    /// three or more found glands the atlas's mean layout is fitted to them by a rotation,
-    /// a scale and a translation ([`similarity_fit`]): a head tilted or turned by 15 degrees
-    /// moves a lacrimal gland 25 mm or more from where the parotids' mean offsets put it
-    /// (measured on a phantom case: the offsets alone were 30 mm off), and a small head
-    /// brings it closer. With fewer, the mean of each found gland's centroid plus its mean
-    /// offset. None when no found gland was ever seen with it.
-    pub fn expected_box(
-        &self,
-        missing: u8,
-        found: &[(u8, [f64; 3])],
-    ) -> Option<([f64; 3], [f64; 3])> {
-        let m = self.labels.iter().position(|&x| x == missing)?;
-        if let Some(c) = self.fitted_position(m, found) {
-            let spread = found
-                .iter()
-                .filter_map(|&(v, _)| {
-                    let f = self.labels.iter().position(|&x| x == v)?;
-                    self.offset_sd_mm[f][m]
-                })
-                .fold(0.0f64, f64::max);
-            return Some((c, self.half_extent_mm[m].map(|h| h + 2.0 * spread)));
-        }
-        let mut centre = [0.0; 3];
-        let mut spread = 0.0f64;
-        let mut n = 0.0;
-        for &(v, c) in found {
-            let Some(f) = self.labels.iter().position(|&x| x == v) else {
+    /// Gland `m`'s per-axis residual of the fitted layout over `cases`, each case's gland
+    /// left out and fitted from its other glands (the case is still in the mean layout:
+    /// with ten or more cases that bias is small). See [`GlandAtlas::fit_residual_mm`].
+    fn fit_residual(&self, m: usize, cases: &[Vec<GlandPosition>]) -> Option<[f64; 3]> {
+        let v = self.labels[m];
+        let mut sq = [0.0f64; 3];
+        let mut max = [0.0f64; 3];
+        let mut n = 0usize;
+        for case in cases {
+            let Some(&(_, truth, _)) = case.iter().find(|g| g.0 == v) else {
                 continue;
             };
-            let (Some(o), Some(sd)) = (self.offset_mm[f][m], self.offset_sd_mm[f][m]) else {
+            let others: Vec<(u8, [f64; 3])> = case
+                .iter()
+                .filter(|g| g.0 != v)
+                .map(|&(w, c, _)| (w, c))
+                .collect();
+            let Some(p) = self.fitted_position(m, &others) else {
                 continue;
             };
             for a in 0..3 {
-                centre[a] += c[a] + o[a];
+                let d = (p[a] - truth[a]).abs();
+                sq[a] += d * d;
+                max[a] = max[a].max(d);
             }
-            spread = spread.max(sd);
-            n += 1.0;
+            n += 1;
         }
-        if n == 0.0 {
+        (n > 0).then(|| {
+            [0, 1, 2].map(|a| {
+                (2.0 * (sq[a] / n as f64).sqrt())
+                    .max(max[a])
+                    .max(MIN_FIT_RESIDUAL_MM)
+            })
+        })
+    }
+
+    /// Where gland `missing` should be given the glands that were `found` (value,
+    /// centroid). With three or more found glands the atlas's mean layout is fitted to them
+    /// by a rotation, a scale and a translation ([`similarity_fit`]): a head tilted or
+    /// turned by 15 degrees moves a lacrimal gland 25 mm or more from where the parotids'
+    /// mean offsets put it (measured on a phantom case: the offsets alone were 30 mm off),
+    /// and a small head brings it closer; the box is then sized by the fit's residual in
+    /// training. With fewer, the mean of each found gland's centroid plus its mean offset,
+    /// sized by the offsets' spread. None when no found gland was ever seen with it.
+    pub fn expected_box(&self, missing: u8, found: &[(u8, [f64; 3])]) -> Option<Expected> {
+        let m = self.labels.iter().position(|&x| x == missing)?;
+        // The found glands seen with `missing` in training, with their mean offset to it
+        // and its spread.
+        let seen: Vec<([f64; 3], [f64; 3], f64)> = found
+            .iter()
+            .filter_map(|&(v, c)| {
+                let f = self.labels.iter().position(|&x| x == v)?;
+                Some((c, self.offset_mm[f][m]?, self.offset_sd_mm[f][m]?))
+            })
+            .collect();
+        let spread = seen.iter().map(|s| s.2).fold(0.0f64, f64::max);
+        let search_half_mm = self.half_extent_mm[m].map(|h| h + 2.0 * spread);
+        if let Some(centre) = self.fitted_position(m, found) {
+            let half_mm = match self.fit_residual_mm.get(m).copied().flatten() {
+                Some(r) => [0, 1, 2].map(|a| self.half_extent_mm[m][a] + r[a]),
+                None => search_half_mm,
+            };
+            return Some(Expected {
+                centre,
+                half_mm,
+                search_half_mm,
+            });
+        }
+        if seen.is_empty() {
             return None;
         }
-        let centre = centre.map(|x| x / n);
-        let half = self.half_extent_mm[m].map(|h| h + 2.0 * spread);
-        Some((centre, half))
+        let centre = [0, 1, 2]
+            .map(|a| seen.iter().map(|(c, o, _)| c[a] + o[a]).sum::<f64>() / seen.len() as f64);
+        Some(Expected {
+            centre,
+            half_mm: search_half_mm,
+            search_half_mm,
+        })
     }
 }
 
@@ -689,7 +750,7 @@ mod tests {
         let tilt = |p: [f64; 3]| [p[0] + 3.0, c * p[1] - s * p[2] + 4.0, s * p[1] + c * p[2]];
         let found: Vec<(u8, [f64; 3])> = layout[..4].iter().map(|&(v, p)| (v, tilt(p))).collect();
         let truth = tilt(layout[4].1);
-        let (got, _) = atlas.expected_box(5, &found).unwrap();
+        let got = atlas.expected_box(5, &found).unwrap().centre;
         let d = |p: [f64; 3]| {
             (0..3)
                 .map(|i| (p[i] - truth[i]).powi(2))
@@ -698,8 +759,60 @@ mod tests {
         };
         assert!(d(got) < 3.0, "fitted {got:?}, truth {truth:?}");
         // The mean offsets alone (two found glands: no fit).
-        let (two, _) = atlas.expected_box(5, &found[..2]).unwrap();
+        let two = atlas.expected_box(5, &found[..2]).unwrap().centre;
         assert!(d(two) > 15.0, "offsets alone {two:?}, truth {truth:?}");
+    }
+
+    /// Glands that vary about the layout: each one's left-out residual is what the fit
+    /// missed it by in training, the fitted box covers every training gland, and it is
+    /// tighter than the box the offsets' spread gives (which holds the head's pose).
+    #[test]
+    fn fit_residual_sizes_the_fitted_box() {
+        let layout = [
+            (1u8, [55.0, 10.0, -20.0]),
+            (2, [-55.0, 10.0, -20.0]),
+            (3, [40.0, -20.0, -60.0]),
+            (4, [-40.0, -20.0, -60.0]),
+            (5, [45.0, -50.0, 60.0]),
+        ];
+        let cases: Vec<Vec<GlandPosition>> = (0..12)
+            .map(|i| {
+                // Pose: a nod of up to +-20 degrees and a shift; anatomy: each gland off
+                // its place by up to ~5 mm (a fixed pseudo-random pattern).
+                let (s, c) = ((i as f64 - 5.5) * 3.5f64).to_radians().sin_cos();
+                layout
+                    .iter()
+                    .map(|&(v, p)| {
+                        let j = |k: u32| ((i * 7 + v as usize * 3 + k as usize) % 11) as f64 - 5.0;
+                        let q = [p[0] + j(0), p[1] + j(1), p[2] + j(2)];
+                        let t = [q[0] + i as f64, c * q[1] - s * q[2], s * q[1] + c * q[2]];
+                        (v, t, [8.0; 3])
+                    })
+                    .collect()
+            })
+            .collect();
+        let atlas = GlandAtlas::build(&[1, 2, 3, 4, 5], &cases);
+        let r = atlas.fit_residual_mm[4].expect("gland 5 fitted");
+        assert!(
+            r.iter().all(|&x| (MIN_FIT_RESIDUAL_MM..20.0).contains(&x)),
+            "{r:?}"
+        );
+        for case in &cases {
+            let found: Vec<(u8, [f64; 3])> = case[..4].iter().map(|g| (g.0, g.1)).collect();
+            let e = atlas.expected_box(5, &found).unwrap();
+            for a in 0..3 {
+                assert!((e.centre[a] - case[4].1[a]).abs() <= r[a] + 1e-9);
+                assert!(e.half_mm[a] < e.search_half_mm[a], "{e:?}");
+            }
+        }
+        // An atlas from before the residual existed sizes the fitted box by the spread.
+        let old = GlandAtlas {
+            fit_residual_mm: Vec::new(),
+            ..atlas.clone()
+        };
+        let found: Vec<(u8, [f64; 3])> = cases[0][..4].iter().map(|g| (g.0, g.1)).collect();
+        let e = old.expected_box(5, &found).unwrap();
+        assert_eq!(e.half_mm, e.search_half_mm);
     }
 
     #[test]
@@ -728,9 +841,10 @@ mod tests {
             ],
         ];
         let atlas = GlandAtlas::build(&[1, 2, 5], &cases);
-        let (c, h) = atlas
+        let e = atlas
             .expected_box(5, &[(1, [60.0, 10.0, 0.0]), (2, [-40.0, 10.0, 0.0])])
             .unwrap();
+        let (c, h) = (e.centre, e.half_mm);
         assert!(
             (c[0] - 50.0).abs() < 1e-9 && (c[1] + 50.0).abs() < 1e-9,
             "{c:?}"

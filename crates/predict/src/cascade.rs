@@ -253,8 +253,10 @@ pub fn stage1_priors(
 /// probability of the gland still peaks on it: measured on the demo's held-out cases, a
 /// peak of 0.07-0.17 within 1.5-7 voxels of the true centre in 5 of 6 lacrimal glands
 /// whose argmax was empty (the sixth peaked on its partner: hence the side-less sum
-/// inside the side's box). The atlas's box alone is 3-4 times wider and held other avid
-/// structures that stage 2 took for the gland.
+/// inside the side's box). The peak is searched in the atlas's wide box (the offsets'
+/// spread: [`glandseg_plan::cascade::Expected::search_half_mm`]); with no peak the
+/// gland's box is the atlas's tight one (the fitted layout's residual in training), as
+/// the wide box held other avid structures that stage 2 took for the gland.
 pub fn plan_boxes(
     arg: &Volume<u8>,
     labels: &LabelMap,
@@ -295,12 +297,12 @@ pub fn plan_boxes(
                 "stage1",
             ),
             None => match atlas.expected_box(v, &found) {
-                Some((c, h)) => match stage1.and_then(|s| {
+                Some(e) => match stage1.and_then(|s| {
                     probability_peak(
                         s,
                         &spec.fine_class_of,
                         class,
-                        (c, h),
+                        (e.centre, e.search_half_mm),
                         side_half(name, midline),
                         PEAK_MIN_PROBABILITY,
                     )
@@ -311,13 +313,13 @@ pub fn plan_boxes(
                         let half = m
                             .map(|m| atlas.half_extent_mm[m])
                             .filter(|h| h.iter().all(|&x| x > 0.0))
-                            .unwrap_or(h)
+                            .unwrap_or(e.half_mm)
                             .map(|x| x + grid_mm);
                         (world_box(g, peak, half), "stage1-peak")
                     }
                     None => {
-                        expected = Some(c);
-                        (world_box(g, c, h), "atlas")
+                        expected = Some(e.centre);
+                        (world_box(g, e.centre, e.half_mm), "atlas")
                     }
                 },
                 None => (None, "none"),
