@@ -725,17 +725,20 @@ mod tests {
         assert!(similarity_fit(&line, &line).is_none());
     }
 
+    /// A made-up gland layout (LPS mm): parotids, submandibular glands, one lacrimal gland.
+    const LAYOUT: [(u8, [f64; 3]); 5] = [
+        (1, [55.0, 10.0, -20.0]),
+        (2, [-55.0, 10.0, -20.0]),
+        (3, [40.0, -20.0, -60.0]),
+        (4, [-40.0, -20.0, -60.0]),
+        (5, [45.0, -50.0, 60.0]),
+    ];
+
     /// A tilted head: the fitted layout puts the missing lacrimal gland where it is, where
     /// the mean offsets alone miss it by more than 15 mm.
     #[test]
     fn atlas_follows_a_tilted_head() {
-        let layout = [
-            (1u8, [55.0, 10.0, -20.0]),
-            (2, [-55.0, 10.0, -20.0]),
-            (3, [40.0, -20.0, -60.0]),
-            (4, [-40.0, -20.0, -60.0]),
-            (5, [45.0, -50.0, 60.0]),
-        ];
+        let layout = LAYOUT;
         let cases: Vec<Vec<GlandPosition>> = (0..3)
             .map(|i| {
                 layout
@@ -768,13 +771,7 @@ mod tests {
     /// tighter than the box the offsets' spread gives (which holds the head's pose).
     #[test]
     fn fit_residual_sizes_the_fitted_box() {
-        let layout = [
-            (1u8, [55.0, 10.0, -20.0]),
-            (2, [-55.0, 10.0, -20.0]),
-            (3, [40.0, -20.0, -60.0]),
-            (4, [-40.0, -20.0, -60.0]),
-            (5, [45.0, -50.0, 60.0]),
-        ];
+        let layout = LAYOUT;
         let cases: Vec<Vec<GlandPosition>> = (0..12)
             .map(|i| {
                 // Pose: a nod of up to +-20 degrees and a shift; anatomy: each gland off
