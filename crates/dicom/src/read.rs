@@ -524,12 +524,18 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
         }
     };
     let mut last_tag = tags::PIXEL_DATA;
+    // Sequences open: a Pixel Data inside an item (an icon image, or the rest of a file
+    // whose item never ends) is read by the header-only parse too, and so is what follows
+    // it: only a top-level Pixel Data ends the header. (A damaged file whose undefined-
+    // length item was never closed had its Pixel Data read as part of the item and the
+    // element after it, declaring 2 GB, sized a buffer; found by `glandseg-fuzz`.)
+    let mut depth = 0usize;
     for tok in tokens {
         match tok {
             Ok(DataToken::ElementHeader(h)) => {
                 // A header-only read leaves the Pixel Data to the pixel reader, which says
                 // where a cut file ends (the scan must still list the slice).
-                if header_only && h.tag == tags::PIXEL_DATA {
+                if header_only && depth == 0 && h.tag == tags::PIXEL_DATA {
                     return Ok(());
                 }
                 too_long(h.tag, h.len.get())?;
@@ -538,8 +544,11 @@ fn preflight(path: &Path, header_only: bool) -> Result<(), DicomError> {
             Ok(DataToken::SequenceStart { tag, len }) => {
                 too_long(tag, len.get())?;
                 last_tag = tag;
+                depth += 1;
             }
-            Ok(DataToken::PixelSequenceStart) if header_only => return Ok(()),
+            Ok(DataToken::PixelSequenceStart) if header_only && depth == 0 => return Ok(()),
+            Ok(DataToken::PixelSequenceStart) => depth += 1,
+            Ok(DataToken::SequenceEnd) => depth = depth.saturating_sub(1),
             Ok(DataToken::ItemStart { len }) => too_long(last_tag, len.get())?,
             Ok(_) => {}
             Err(_) => return Ok(()),

@@ -149,3 +149,42 @@ fn truncated_file_says_where_it_ends() {
         p.display()
     );
 }
+
+/// An Icon Image Sequence (0088,0200) holds a small Pixel Data of its own inside an item.
+/// The header-only read must not take it for the image's Pixel Data (its length checks
+/// stop at the top-level one only, since a damaged file whose item never ended had its
+/// image read as part of the item: `crates/fuzz/regressions/dicom/item-never-ended-*`).
+#[test]
+fn icon_image_sequence_does_not_derail_the_header() {
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::Length;
+    use dicom_object::InMemDicomObject;
+    let dir = tempfile::tempdir().unwrap();
+    let files = copy_ct_series(dir.path());
+    let want = load_series(&scan_folder(dir.path()).unwrap().series[0]).unwrap();
+    for f in &files {
+        rewrite(f, f, None, |obj| {
+            let icon = InMemDicomObject::from_element_iter([
+                DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(4u16)),
+                DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(4u16)),
+                DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
+                DataElement::new(
+                    tags::PIXEL_DATA,
+                    VR::OB,
+                    PrimitiveValue::from(vec![7u8; 16]),
+                ),
+            ]);
+            obj.put(DataElement::new(
+                tags::ICON_IMAGE_SEQUENCE,
+                VR::SQ,
+                DataSetSequence::new(vec![icon], Length::UNDEFINED),
+            ));
+        });
+    }
+    let scan = scan_folder(dir.path()).unwrap();
+    assert_eq!(scan.series.len(), 1, "{:?}", scan.skipped);
+    assert_eq!(scan.series[0].slices.len(), 20, "{:?}", scan.skipped);
+    let got = load_series(&scan.series[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got.volume.as_slice(), want.volume.as_slice());
+    assert_eq!(got.volume.geometry(), want.volume.geometry());
+}

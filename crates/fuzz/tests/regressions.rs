@@ -8,6 +8,17 @@ fn saved_findings_are_refused_quickly() {
     // Each ran 1-10 s (gigabyte allocations) or panicked before its fix; now milliseconds.
     let bad = glandseg_fuzz::replay_regressions(Duration::from_secs(3)).unwrap();
     assert!(bad.is_empty(), "{bad:#?}");
+    // Nor do they cost memory: several once made a reader size a buffer of gigabytes
+    // from a declared length (zeroed: resident, not just reserved). The process's peak
+    // resident size (Linux) covers every replay in this binary.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/self/status");
+        assert!(peak_kb < 1 << 20, "peak resident {peak_kb} kB");
+    }
 }
 
 #[test]
@@ -25,6 +36,11 @@ fn length_past_the_end_is_named() {
             Reader::DicomFile,
             "dicom/data-set-length-past-end",
             "(7F7F,7FFF)",
+        ),
+        (
+            Reader::DicomFile,
+            "dicom/item-never-ended-length-past-end",
+            "(7FFF,7FFF), which starts at byte 1722 and declares 2147450879 bytes",
         ),
         (
             Reader::DicomFile,
