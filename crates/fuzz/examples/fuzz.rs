@@ -5,8 +5,9 @@
 //!     [--execs N] [--out fuzz-out] [--corpus DIR]
 //! ```
 //!
-//! Prints progress every 30 s and a summary (executions, CPU time, findings); every panic
-//! or hang is saved under `OUT/<reader>-<hash>/` (`files/` + `finding.txt`), and the input
+//! Prints progress every 30 s and a summary (executions, CPU time, peak memory, findings);
+//! every panic, hang or execution whose peak resident memory passes `--max-rss-mb`
+//! (default 1024) is saved under `OUT/<reader>-<hash>/` (`files/` + `finding.txt`), and the input
 //! being executed is always in `OUT/current/` (what to look at when the process aborts).
 //! `--reader all` runs every reader in turn, `--minutes` each. Exit status 1 on a finding.
 
@@ -17,12 +18,13 @@ fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let mut readers = Vec::new();
     let mut minutes = 1.0f64;
+    let mut max_rss_mb = 1024.0f64;
     let mut seed = 0u64;
     let mut execs = None;
     let mut out = std::path::PathBuf::from("fuzz-out");
     let mut corpus = glandseg_fuzz::default_corpus();
     let mut replay = None;
-    let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR]\n       fuzz --reader NAME --replay FINDING_DIR";
+    let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR] [--max-rss-mb MB]\n       fuzz --reader NAME --replay FINDING_DIR";
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -42,6 +44,7 @@ fn main() -> std::process::ExitCode {
             }
             "--minutes" => minutes = value().parse().expect("--minutes: a number"),
             "--seed" => seed = value().parse().expect("--seed: an integer"),
+            "--max-rss-mb" => max_rss_mb = value().parse().expect("--max-rss-mb: a number"),
             "--execs" => execs = Some(value().parse().expect("--execs: an integer")),
             "--out" => out = value().into(),
             "--corpus" => corpus = value().into(),
@@ -63,8 +66,13 @@ fn main() -> std::process::ExitCode {
         let sample = glandseg_fuzz::Sample::from_dir(&files).expect("reading the finding");
         let scratch = tempfile::tempdir().expect("temp folder");
         let t = std::time::Instant::now();
+        glandseg_fuzz::reset_peak_rss();
         let o = glandseg_fuzz::execute(readers[0], &sample, scratch.path());
-        println!("{o:?} in {:.2} s", t.elapsed().as_secs_f64());
+        println!(
+            "{o:?} in {:.2} s, peak {} kB resident",
+            t.elapsed().as_secs_f64(),
+            glandseg_fuzz::peak_rss_kb().unwrap_or(0)
+        );
         return match o {
             glandseg_fuzz::Outcome::Panicked(_) => std::process::ExitCode::from(1),
             _ => std::process::ExitCode::SUCCESS,
@@ -84,6 +92,7 @@ fn main() -> std::process::ExitCode {
             report_every: Some(Duration::from_secs(30)),
             stop_on_finding: false,
             slow_after: Some(Duration::from_secs(1)),
+            max_rss: Some((max_rss_mb * 1024.0 * 1024.0) as u64),
         };
         match c.run() {
             Ok(r) => {
