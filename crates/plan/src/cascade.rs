@@ -385,8 +385,11 @@ impl GlandAtlas {
     }
 
     /// Gland `m`'s per-axis residual of the fitted layout over `cases`, each case's gland
-    /// left out and fitted from its other glands (the case is still in the mean layout:
-    /// with ten or more cases that bias is small). See [`GlandAtlas::fit_residual_mm`].
+    /// left out and fitted from all its other glands (the case is still in the mean
+    /// layout: with ten or more cases that bias is small; at prediction fewer glands may be
+    /// found, e.g. both lacrimal glands missed, and the fit is then a little looser than
+    /// this measures: on the cross-style sets every such gland still lay in its box).
+    /// See [`GlandAtlas::fit_residual_mm`].
     fn fit_residual(&self, m: usize, cases: &[Vec<GlandPosition>]) -> Option<[f64; 3]> {
         let v = self.labels[m];
         let mut sq = [0.0f64; 3];
