@@ -14,48 +14,87 @@
 use glandseg_fuzz::{Campaign, Reader};
 use std::time::Duration;
 
-fn main() -> std::process::ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut readers = Vec::new();
-    let mut minutes = 1.0f64;
-    let mut max_rss_mb = 1024.0f64;
-    let mut seed = 0u64;
-    let mut execs = None;
-    let mut out = std::path::PathBuf::from("fuzz-out");
-    let mut corpus = glandseg_fuzz::default_corpus();
-    let mut replay = None;
-    let usage = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR] [--max-rss-mb MB]\n       fuzz --reader NAME --replay FINDING_DIR";
-    while let Some(a) = args.next() {
-        let mut value = || {
-            args.next()
-                .unwrap_or_else(|| panic!("{a} needs a value\n{usage}"))
-        };
-        match a.as_str() {
+/// What the command line asked for.
+struct Args {
+    readers: Vec<Reader>,
+    minutes: f64,
+    max_rss_mb: f64,
+    seed: u64,
+    execs: Option<u64>,
+    out: std::path::PathBuf,
+    corpus: std::path::PathBuf,
+    replay: Option<std::path::PathBuf>,
+}
+
+const USAGE: &str = "usage: fuzz --reader NAME|all [--minutes M] [--execs N] [--seed S] [--out DIR] [--corpus DIR] [--max-rss-mb MB]\n       fuzz --reader NAME --replay FINDING_DIR";
+
+/// Parses the arguments; a wrong one is an error message, never a panic.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        readers: Vec::new(),
+        minutes: 1.0,
+        max_rss_mb: 1024.0,
+        seed: 0,
+        execs: None,
+        out: "fuzz-out".into(),
+        corpus: glandseg_fuzz::default_corpus(),
+        replay: None,
+    };
+    fn number<T: std::str::FromStr>(flag: &str, v: String, what: &str) -> Result<T, String> {
+        v.parse()
+            .map_err(|_| format!("{flag}: expected {what}, got {v:?}"))
+    }
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(String::new());
+        }
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--reader" if value == "all" => a.readers.extend(Reader::ALL),
             "--reader" => {
-                let v = value();
-                if v == "all" {
-                    readers.extend(Reader::ALL);
-                } else {
+                let r = Reader::from_name(&value).ok_or_else(|| {
                     let names: Vec<_> = Reader::ALL.iter().map(|r| r.name()).collect();
-                    readers.push(Reader::from_name(&v).unwrap_or_else(|| {
-                        panic!("unknown reader {v:?}; readers: {}", names.join(", "))
-                    }));
-                }
+                    format!("unknown reader {value:?}; readers: {}", names.join(", "))
+                })?;
+                a.readers.push(r);
             }
-            "--minutes" => minutes = value().parse().expect("--minutes: a number"),
-            "--seed" => seed = value().parse().expect("--seed: an integer"),
-            "--max-rss-mb" => max_rss_mb = value().parse().expect("--max-rss-mb: a number"),
-            "--execs" => execs = Some(value().parse().expect("--execs: an integer")),
-            "--out" => out = value().into(),
-            "--corpus" => corpus = value().into(),
-            "--replay" => replay = Some(std::path::PathBuf::from(value())),
-            _ => panic!("unknown argument {a}\n{usage}"),
+            "--minutes" => a.minutes = number(&flag, value, "a number")?,
+            "--seed" => a.seed = number(&flag, value, "an integer")?,
+            "--max-rss-mb" => a.max_rss_mb = number(&flag, value, "a number")?,
+            "--execs" => a.execs = Some(number(&flag, value, "an integer")?),
+            "--out" => a.out = value.into(),
+            "--corpus" => a.corpus = value.into(),
+            "--replay" => a.replay = Some(value.into()),
+            _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    if readers.is_empty() {
-        eprintln!("{usage}");
-        return std::process::ExitCode::from(2);
+    if a.readers.is_empty() {
+        return Err("--reader is required".into());
     }
+    Ok(a)
+}
+
+fn main() -> std::process::ExitCode {
+    let Args {
+        readers,
+        minutes,
+        max_rss_mb,
+        seed,
+        execs,
+        out,
+        corpus,
+        replay,
+    } = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) if e.is_empty() => {
+            println!("{USAGE}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n{USAGE}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     if let Some(dir) = replay {
         // One saved input, run on this thread (a hang hangs here: attach a debugger).
         let files = if dir.join("files").is_dir() {
