@@ -86,6 +86,44 @@ pub fn recorder() -> BinBytesRecorder<FullPrecisionSettings> {
     BinBytesRecorder::<FullPrecisionSettings>::default()
 }
 
+/// Decodes a record written by [`recorder`] (burn's `BinBytesRecorder`: bincode's standard
+/// configuration around a `BurnRecord`), with an allocation limit.
+///
+/// burn's own loader decodes without a limit and unwraps: a damaged length prefix in a
+/// model block (glandseg-fuzz, `model` reader) made bincode allocate 7.9e18 bytes, which
+/// aborts the process rather than panicking. bincode checks a configured limit before it
+/// allocates a container, and an intact record never claims more than a few times its own
+/// size (a `Vec<f32>` claims 4 bytes per 4 bytes read), so the limit grows with the block:
+/// 16 times its length, in powers of two (the limit is a type-level constant in bincode).
+/// Written by hand because burn 0.21's recorders take no decoder configuration.
+pub fn load_record<B: Backend, R: burn::record::Record<B>>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> std::result::Result<R, String> {
+    type Item<B, R> =
+        burn::record::BurnRecord<<R as burn::record::Record<B>>::Item<FullPrecisionSettings>, B>;
+    fn decode<const LIMIT: usize, B: Backend, R: burn::record::Record<B>>(
+        bytes: &[u8],
+    ) -> std::result::Result<Item<B, R>, String> {
+        let config = bincode::config::standard().with_limit::<LIMIT>();
+        bincode::serde::decode_from_slice::<Item<B, R>, _>(bytes, config)
+            .map(|(record, _)| record)
+            .map_err(|e| format!("damaged record: {e}"))
+    }
+    const MIB: usize = 1 << 20;
+    let record = if bytes.len() <= MIB {
+        decode::<{ 16 * MIB }, B, R>(bytes)
+    } else if bytes.len() <= 16 * MIB {
+        decode::<{ 256 * MIB }, B, R>(bytes)
+    } else if bytes.len() <= 256 * MIB {
+        decode::<{ 4096 * MIB }, B, R>(bytes)
+    } else {
+        decode::<{ 65536 * MIB }, B, R>(bytes)
+    }?;
+    // Building tensors from the decoded values asserts that shapes and lengths agree.
+    glandseg_core::panics::quietly(|| R::from_item(record.item, device))
+}
+
 /// The model's weights as a checkpoint's model block.
 pub fn model_to_bytes<B: Backend>(model: &UNet<B>) -> Result<Vec<u8>> {
     Recorder::<B>::record(&recorder(), model.clone().into_record(), ())
@@ -103,11 +141,8 @@ pub fn model_from_bytes<B: Backend>(
         path: path.to_path_buf(),
         msg: format!("weights do not fit the planned network: {msg}"),
     };
-    // burn's binary recorder unwraps its decoding errors: a damaged model block panics
-    // inside it (found by glandseg-fuzz), so the panic is caught and becomes this error.
-    let record = glandseg_core::panics::quietly(|| Recorder::<B>::load(&recorder(), bytes, device))
-        .map_err(bad)?
-        .map_err(|e| bad(e.to_string()))?;
+    let record =
+        load_record::<B, glandseg_net::model::UNetRecord<B>>(&bytes, device).map_err(bad)?;
     // burn asserts that the record fits the module (a panic on a damaged block).
     glandseg_core::panics::quietly(|| model.load_record(record)).map_err(bad)
 }

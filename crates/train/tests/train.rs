@@ -363,6 +363,35 @@ fn a_damaged_checkpoint_is_an_error_naming_the_file() {
     assert!(e.contains("not a glandseg checkpoint"), "{e}");
 }
 
+/// A checkpoint whose optimiser block claims a string of 7.9e18 bytes (the damage
+/// glandseg-fuzz found in a model block, where burn's loader let bincode allocate it and the
+/// process aborted): resuming names the file; it neither panics nor aborts.
+#[test]
+fn a_damaged_optimiser_block_is_an_error_on_resume() {
+    let _serial = serial();
+    let (_, plan) = fixture();
+    let cache = cache();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = trainer(plan, &cache, dir.path(), tiny_config(2, 2));
+    first.stop_after_epochs = Some(1);
+    first
+        .run::<CpuAutodiff>(&Default::default(), false)
+        .unwrap();
+    let p = dir.path().join(LATEST);
+    let mut blocks = checkpoint::read(&p).unwrap();
+    // bincode's varint: tag 253, then a little-endian u64 length.
+    let mut damaged = vec![253u8];
+    damaged.extend_from_slice(&7_958_552_556_881_458_025u64.to_le_bytes());
+    blocks.optim.splice(0..1, damaged);
+    checkpoint::write(&p, &blocks).unwrap();
+    let err = trainer(plan, &cache, dir.path(), tiny_config(2, 2))
+        .run::<CpuAutodiff>(&Default::default(), true)
+        .err()
+        .expect("a damaged optimiser block is an error");
+    let msg = err.to_string();
+    assert!(msg.contains(LATEST) && msg.contains("optimiser"), "{msg}");
+}
+
 #[test]
 fn same_seed_same_weights() {
     let _serial = serial();
