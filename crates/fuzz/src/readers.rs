@@ -336,11 +336,7 @@ fn model_seed(dir: &Path) -> Result<Sample, String> {
     let ckpt = tmp.path().join("c.ckpt");
     glandseg_model::checkpoint::write(
         &ckpt,
-        &glandseg_model::checkpoint::CheckpointBlocks {
-            state_json: b"{}".to_vec(),
-            model,
-            optim: Vec::new(),
-        },
+        &glandseg_model::checkpoint::CheckpointBlocks::new(b"{}".to_vec(), model, Vec::new()),
     )
     .map_err(|e| e.to_string())?;
     Ok(Sample {

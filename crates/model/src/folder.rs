@@ -205,6 +205,6 @@ impl ModelFolder {
         })?;
         let blocks = checkpoint::read(&path)?;
         let model = UNetConfig::from_plan(&self.plan).init::<B>(device);
-        checkpoint::model_from_bytes(model, blocks.model, device, &path)
+        checkpoint::model_from_bytes(model, blocks.model, blocks.version, device, &path)
     }
 }

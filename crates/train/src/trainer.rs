@@ -491,7 +491,8 @@ impl Trainer<'_> {
                     path: latest.clone(),
                     msg: format!("run state: {e}"),
                 })?;
-            model = checkpoint::model_from_bytes(model, blocks.model, device, &latest)?;
+            model =
+                checkpoint::model_from_bytes(model, blocks.model, blocks.version, device, &latest)?;
             optim = optim.load_bytes(blocks.optim, device, &latest)?;
             // The saved settings win, except the number of epochs (a run may be extended).
             let epochs = cfg.epochs;
@@ -641,11 +642,11 @@ impl Trainer<'_> {
                         epoch + 1,
                         cfg.epochs
                     ));
-                    let blocks = CheckpointBlocks {
-                        state_json: serde_json::to_vec_pretty(&state).expect("state serialises"),
-                        model: checkpoint::model_to_bytes(&model)?,
-                        optim: optim.to_bytes()?,
-                    };
+                    let blocks = CheckpointBlocks::new(
+                        serde_json::to_vec_pretty(&state).expect("state serialises"),
+                        checkpoint::model_to_bytes(&model)?,
+                        optim.to_bytes()?,
+                    );
                     if ema > state.best_ema {
                         state.best_ema = ema;
                         checkpoint::write(&self.fold_dir.join(BEST), &blocks)?;
