@@ -499,9 +499,12 @@ fn limit_to_atlas(
     out
 }
 
-/// The component of `mask` (26-connected) with the most voxels in `prior`; with no
-/// overlap at all, the one whose centroid lies nearest `near` (LPS mm) when given (among
-/// those of at least a tenth of the largest's size), else the largest. An atlas box is large (the atlas's spread between patients) and can hold
+/// The components of `mask` (26-connected) that overlap `prior` (stage 1's gland): a
+/// lobulated gland the fine network outlines in two or more pieces keeps all of them,
+/// while a piece of the partner gland or another structure the box grazes, which stage 1
+/// did not call this gland, is dropped. With no overlap at all, the one component whose
+/// centroid lies nearest `near` (LPS mm) when given (among those of at least a tenth of
+/// the largest's size), else the largest. An atlas box is large (the atlas's spread between patients) and can hold
 /// another avid structure (a tubarial gland, the top of a parotid) that the fine network
 /// takes for the missing gland; the atlas's expected centre is the better guide there
 /// than size (measured: 3 of 6 atlas-placed lacrimal glands went to a structure 65-95 mm
@@ -551,7 +554,8 @@ pub fn choose_component(
                 .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
                 .unwrap_or(1)
         }
-        _ => (1..=n).max_by_key(|&c| (overlap[c], size[c])).unwrap_or(1),
+        _ if any_overlap => return comps.labels.map(|&c| c > 0 && overlap[c as usize] > 0),
+        _ => (1..=n).max_by_key(|&c| size[c]).unwrap_or(1),
     } as u32;
     comps.labels.map(|&c| c == best)
 }
@@ -675,6 +679,10 @@ mod tests {
         let mut prior = none.clone();
         prior[24 + 30 * (3 + 10 * 3)] = true;
         let picked = choose_component(&m, &prior, Some(near_small));
-        assert!(*picked.get(24, 3, 3));
+        assert!(*picked.get(24, 3, 3) && !*picked.get(4, 3, 3) && !*picked.get(1, 8, 8));
+        // A gland in two pieces, both where stage 1 saw it: both kept, the rest not.
+        prior[5 + 30 * (3 + 10 * 3)] = true;
+        let picked = choose_component(&m, &prior, None);
+        assert!(*picked.get(24, 3, 3) && *picked.get(4, 3, 3) && !*picked.get(1, 8, 8));
     }
 }
