@@ -269,12 +269,28 @@ pub fn plan_boxes(
     let n = g.shape;
     let min_extent: [usize; 3] = [0, 1, 2].map(|a| (tile_mm[a] / g.spacing[a]).ceil() as usize);
     let margin: [usize; 3] = [0, 1, 2].map(|a| (spec.margin_mm / g.spacing[a]).ceil() as usize);
-    let boxes_found = voxel_boxes(arg);
-    let found: Vec<(u8, [f64; 3])> = gland_positions(arg)
+    let mut boxes_found = voxel_boxes(arg);
+    let mut found: Vec<(u8, [f64; 3])> = gland_positions(arg)
         .into_iter()
         .map(|(v, c, _)| (v, c))
         .collect();
     let midline = midline_x(labels, &found);
+    // A sided gland whose stage-1 voxels lie on the other half of the head is stage 1
+    // confusing the sides, not a find: measured in a default demo, stage 1 put both
+    // lacrimal labels in the right orbit, both boxes went there and stage 2 outlined the
+    // right gland twice (left lacrimal Dice 0). Such a gland is treated as missed, so its
+    // box comes from its own side (the probability peak or the atlas), and the found
+    // glands the atlas is fitted to exclude it.
+    let wrong_side: Vec<u8> = found
+        .iter()
+        .filter(|(v, c)| {
+            let name = labels.name(*v).unwrap_or_default();
+            side_half(name, midline).is_some_and(|(m, left)| (c[0] > m) != left)
+        })
+        .map(|(v, _)| *v)
+        .collect();
+    found.retain(|(v, _)| !wrong_side.contains(v));
+    boxes_found.retain(|v, _| !wrong_side.contains(v));
     let mut out = Vec::new();
     for (v, name) in labels.foreground() {
         let class = spec.fine_class_of.get(v as usize).copied().unwrap_or(0);
@@ -358,17 +374,24 @@ pub fn plan_boxes(
 /// [`plan_boxes`]): below it the peak is noise and the atlas's box is used.
 pub const PEAK_MIN_PROBABILITY: f32 = 0.02;
 
-/// The head's mid-sagittal plane as an LPS x: the mean over the lateral pairs stage 1 found
-/// both of (parotids, submandibular glands) of their centroids' mean x; None when no pair
-/// was found.
+/// The head's mid-sagittal plane as an LPS x: the median over the lateral pairs stage 1
+/// found both of, each on its own side, of their centroids' mean x; None when there is no
+/// such pair. A pair counts only when its left gland lies at least
+/// [`MIN_PAIR_SEPARATION_MM`](crate::postprocess::MIN_PAIR_SEPARATION_MM) to the patient's left of its right one: a confused stage 1
+/// can put both labels of a pair in one orbit, and their mid-point is then not the head's.
 fn midline_x(labels: &LabelMap, found: &[(u8, [f64; 3])]) -> Option<f64> {
     let at = |v: u8| found.iter().find(|(x, _)| *x == v).map(|(_, c)| c[0]);
-    let mids: Vec<f64> = labels
+    let mut mids: Vec<f64> = labels
         .lateral_pairs()
         .into_iter()
-        .filter_map(|(l, r, _)| Some(0.5 * (at(l)? + at(r)?)))
+        .filter_map(|(l, r, _)| {
+            let (xl, xr) = (at(l)?, at(r)?);
+            (xl - xr >= crate::postprocess::MIN_PAIR_SEPARATION_MM).then_some(0.5 * (xl + xr))
+        })
         .collect();
-    (!mids.is_empty()).then(|| mids.iter().sum::<f64>() / mids.len() as f64)
+    mids.sort_by(f64::total_cmp);
+    let n = mids.len();
+    (n > 0).then(|| 0.5 * (mids[(n - 1) / 2] + mids[n / 2]))
 }
 
 /// The half of the head a sided gland lies in: LPS x above the midline for a `_left`

@@ -80,14 +80,27 @@ fn centroid_x(labels: &Volume<u8>, v: u8) -> Option<f64> {
     (n > 0).then(|| g.index_to_world(sum.map(|s| s / n as f64))[0])
 }
 
-/// `_left` must lie on the patient's left (+x in LPS) of its `_right` partner.
+/// The least left-right distance between the two glands of a pair for both to be on
+/// their own sides: the closest pair, the submandibular glands, lie 50-70 mm apart.
+pub const MIN_PAIR_SEPARATION_MM: f64 = 20.0;
+
+/// `_left` must lie on the patient's left (+x in LPS) of its `_right` partner, and by at
+/// least [`MIN_PAIR_SEPARATION_MM`]: two labels of a pair in one orbit (a confused
+/// network's answer) are "left of" each other by a few millimetres.
 pub fn check_laterality(labels: &Volume<u8>, map: &LabelMap) -> Vec<LateralityCheck> {
     map.lateral_pairs()
         .into_iter()
         .map(|(l, r, stem)| {
             let (lx, rx) = (centroid_x(labels, l), centroid_x(labels, r));
             let (ok, message) = match (lx, rx) {
-                (Some(a), Some(b)) if a > b => (true, None),
+                (Some(a), Some(b)) if a - b >= MIN_PAIR_SEPARATION_MM => (true, None),
+                (Some(a), Some(b)) if a > b => (
+                    false,
+                    Some(format!(
+                        "{stem}_left (x = {a:.1} mm) and {stem}_right (x = {b:.1} mm) lie only {:.1} mm apart left-right: both may be on one side",
+                        a - b
+                    )),
+                ),
                 (Some(a), Some(b)) => (
                     false,
                     Some(format!(
@@ -116,7 +129,8 @@ mod tests {
 
     #[test]
     fn keeps_the_largest_piece_and_flags_swapped_sides() {
-        let g = Geometry::new([20, 10, 10], [1.0; 3], [0.0; 3]);
+        // 3 mm along x: the pair's centroids lie 37.5 mm apart.
+        let g = Geometry::new([20, 10, 10], [3.0, 1.0, 1.0], [0.0; 3]);
         let mut l = Volume::filled(g, 0u8);
         // parotid_left (1) big at high x, plus a stray voxel; parotid_right (2) at low x.
         for k in 2..6 {
@@ -141,5 +155,23 @@ mod tests {
         let c = check_laterality(&swapped, &map);
         assert!(!c[0].ok);
         assert!(c[0].message.as_ref().unwrap().contains("swapped"));
+        // Both in one place (the right one moved next to the left one, 13.5 mm apart):
+        // "left of" by a few millimetres is not each on its own side.
+        let close = l.map(|&v| if v == 2 { 0 } else { v });
+        let mut close = close;
+        for k in 2..6 {
+            for j in 2..6 {
+                for i in 10..13 {
+                    close.set(i, j, k, 2);
+                }
+            }
+        }
+        let c = check_laterality(&close, &map);
+        assert!(!c[0].ok, "{:?}", c[0]);
+        assert!(
+            c[0].message.as_ref().unwrap().contains("apart"),
+            "{:?}",
+            c[0]
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The cascade's boxes on phantom anatomy: every gland's box covers the reference gland,
 //! a gland the coarse stage missed still gets a box from the atlas (built from other
-//! cases) or, tighter, from stage 1's probability peak inside the atlas's box, and left
-//! boxes stay on the patient's left.
+//! cases) or, tighter, from stage 1's probability peak inside the atlas's box, left
+//! boxes stay on the patient's left, and a gland stage 1 put on the wrong side is treated
+//! as missed.
 
 use glandseg_core::{LabelMap, Volume};
 use glandseg_phantom::{generate_case, Fov, PhantomConfig};
@@ -193,6 +194,36 @@ fn boxes_cover_the_glands_and_a_missed_gland_is_placed_by_the_atlas() {
         .iter()
         .filter(|b| b.label == lac_left || b.label == lac_right)
         .all(|b| b.source == "atlas"));
+
+    // Stage 1 confused the sides: its left lacrimal label sits on half of the right
+    // lacrimal gland (the true left gland unlabelled). That is no find: the left box comes
+    // from the left half of the head, from the probability peak or else the atlas, and
+    // holds the left gland, not the right one.
+    let mut confused = truth.clone();
+    let mut flip = false;
+    for v in confused.as_slice_mut() {
+        if *v == lac_left {
+            *v = 0;
+        } else if *v == lac_right {
+            if flip {
+                *v = lac_left;
+            }
+            flip = !flip;
+        }
+    }
+    for (probs, source) in [(None, "atlas"), (Some(&stage1), "stage1-peak")] {
+        let boxes = plan_boxes(&confused, &map, &spec, &atlas, tile, probs);
+        let b = boxes.iter().find(|b| b.label == lac_left).unwrap();
+        assert_eq!(b.source, source, "{b:?}");
+        let cover = covered(&truth, lac_left, b.lo, b.hi);
+        assert!(
+            cover >= 0.9,
+            "box holds {cover:.2} of the left gland: {b:?}"
+        );
+        assert_eq!(covered(&truth, lac_right, b.lo, b.hi), 0.0, "{b:?}");
+        let r = boxes.iter().find(|b| b.label == lac_right).unwrap();
+        assert_eq!(r.source, "stage1");
+    }
 
     // Stage 1 found only the upper half of the left parotid (a fatty, low-uptake gland
     // seen in part): the box still holds the gland, grown to the atlas's extent.
