@@ -102,8 +102,8 @@ fn geometries() -> Vec<ConvGeometry> {
         g(1, 1, 1, [1, 1, 1], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         g(1, 2, 3, [7, 5, 6], [2, 2, 2], [2, 2, 2], [0, 0, 0]),
         g(1, 17, 33, [4, 4, 4], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
-        // 8 channels (the tiny network's first level) through the gemm crate, column-major,
-        // with more rows per plane (92 x 94) than one row chunk holds (65536 / 8).
+        // 8 output channels (the tiny network's first level) through the gemm crate, with
+        // more rows per plane (91 x 94 + 92) than one row chunk holds (65536 / 8).
         g(1, 8, 8, [2, 92, 92], [3, 3, 3], [1, 1, 1], [1, 1, 1]),
         // Output channels in multiples of 16 take the direct AVX-512 kernel where the CPU
         // has it (1, 2 and 4 vectors per block; row counts that are not whole blocks).

@@ -157,8 +157,7 @@ mod tests {
         assert!(c[0].message.as_ref().unwrap().contains("swapped"));
         // Both in one place (the right one moved next to the left one, 13.5 mm apart):
         // "left of" by a few millimetres is not each on its own side.
-        let close = l.map(|&v| if v == 2 { 0 } else { v });
-        let mut close = close;
+        let mut close = l.map(|&v| if v == 2 { 0 } else { v });
         for k in 2..6 {
             for j in 2..6 {
                 for i in 10..13 {

@@ -234,19 +234,23 @@ impl<B: NetAutodiffBackend> Optim<B> {
             path: path.to_path_buf(),
             msg: format!("optimiser state does not fit this run (optimizer changed?): {e}"),
         };
-        // Decoded with an allocation limit and burn's assertions caught: a damaged block
-        // is an error naming the checkpoint, never an abort (see `checkpoint::load_record`).
         Ok(match self {
-            Optim::Sgd(o) => {
-                let r = checkpoint::load_record::<B, _>(&bytes, device).map_err(err)?;
-                Optim::Sgd(glandseg_core::panics::quietly(|| o.load_record(r)).map_err(err)?)
-            }
-            Optim::AdamW(o) => {
-                let r = checkpoint::load_record::<B, _>(&bytes, device).map_err(err)?;
-                Optim::AdamW(glandseg_core::panics::quietly(|| o.load_record(r)).map_err(err)?)
-            }
+            Optim::Sgd(o) => Optim::Sgd(restore(o, &bytes, device).map_err(err)?),
+            Optim::AdamW(o) => Optim::AdamW(restore(o, &bytes, device).map_err(err)?),
         })
     }
+}
+
+/// An optimiser with its state from a checkpoint's block, decoded with an allocation limit
+/// and burn's assertions caught: a damaged block is an error, never an abort (see
+/// `checkpoint::load_record`).
+fn restore<B: NetAutodiffBackend, O: Optimizer<UNet<B>, B>>(
+    o: O,
+    bytes: &[u8],
+    device: &B::Device,
+) -> std::result::Result<O, String> {
+    let record = checkpoint::load_record::<B, O::Record>(bytes, device)?;
+    glandseg_core::panics::quietly(|| o.load_record(record))
 }
 
 /// A batch as the network takes it.
